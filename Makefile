@@ -1,0 +1,41 @@
+# egress-run: `make` builds, `make test` tests, `make demo` shows it, `make bench` measures it.
+PREFIX ?= /usr/local
+CARGO ?= cargo
+PYTHON ?= python3
+RELEASE := target/release
+
+.PHONY: all build test unit e2e lint demo bench install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+# Unit and property tests, then every end-to-end test inside a private network namespace.
+test: build unit e2e
+
+unit:
+	$(CARGO) test --release --workspace
+
+e2e: build
+	scripts/sandbox.sh $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo: build
+	scripts/demo.sh
+
+bench: build
+	scripts/sandbox.sh scripts/bench.sh
+
+install: build
+	install -D -m 755 $(RELEASE)/egress-run $(DESTDIR)$(PREFIX)/bin/egress-run
+	install -D -m 755 $(RELEASE)/libegress_preload.so $(DESTDIR)$(PREFIX)/lib/egress-run/libegress_preload.so
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/egress-run $(DESTDIR)$(PREFIX)/lib/egress-run/libegress_preload.so
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,316 @@
+//! Receiving events from the guarded tree, folding identical attempts, and telling the user
+//! about denials as they happen.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use egress_policy::{suggest_rule, Locator, Mode};
+use serde::Deserialize;
+
+use crate::report::{AttemptLine, Line, ProcessLine};
+use crate::Fatal;
+
+/// One event as the library sends it.
+#[derive(Deserialize, Debug)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Wire {
+    Process {
+        pid: i32,
+        ppid: i32,
+        exe: String,
+        argv: Vec<String>,
+        policy_error: Option<String>,
+    },
+    Connect(WireAttempt),
+    Send(WireAttempt),
+    Resolve(WireAttempt),
+    End {
+        nonce: u64,
+    },
+}
+
+#[derive(Deserialize, Debug)]
+struct WireAttempt {
+    pid: i32,
+    call: String,
+    proto: Option<String>,
+    addr: Option<String>,
+    port: Option<u16>,
+    host: Option<String>,
+    decision: String,
+    rule: Option<usize>,
+    reason: Option<String>,
+    enforced: bool,
+}
+
+/// Identical attempts fold into one line.
+#[derive(Clone, Hash, PartialEq, Eq)]
+struct FoldKey {
+    kind: &'static str,
+    pid: i32,
+    call: String,
+    proto: Option<String>,
+    addr: Option<String>,
+    port: Option<u16>,
+    host: Option<String>,
+    decision: String,
+    rule: Option<usize>,
+    enforced: bool,
+}
+
+/// One stderr line per process and destination: (pid, kind, addr, port, host).
+type WarnKey = (
+    i32,
+    &'static str,
+    Option<String>,
+    Option<u16>,
+    Option<String>,
+);
+
+pub struct Collector {
+    mode: Mode,
+    rules: Vec<String>,
+    quiet: bool,
+    pub lines: Vec<Line>,
+    fold: HashMap<FoldKey, usize>,
+    exes: HashMap<i32, String>,
+    pub pids: HashSet<i32>,
+    warned: HashSet<WarnKey>,
+    pub malformed: u64,
+}
+
+/// The launcher's end of the event socket.
+pub struct EventSocket {
+    socket: UnixDatagram,
+    addr: SocketAddr,
+    nonce: u64,
+}
+
+impl EventSocket {
+    pub fn bind(locator: &Locator) -> Result<Self, Fatal> {
+        let mut name = [0u8; 64];
+        let n = locator.socket_name(&mut name);
+        let fail = |e: std::io::Error| {
+            Fatal::new(
+                format!("cannot open the event socket ({e})"),
+                "egress-run needs Unix domain sockets with abstract addresses (Linux)",
+            )
+        };
+        let addr = SocketAddr::from_abstract_name(&name[..n]).map_err(fail)?;
+        let socket = UnixDatagram::bind_addr(&addr).map_err(fail)?;
+        // A larger queue means fewer stalls for busy senders; failure is harmless.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt with a valid int option value on our socket.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        let mut nonce = [0u8; 8];
+        // SAFETY: getrandom fills the 8-byte buffer; a failure leaves zeros, still fine.
+        unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), 8, 0) };
+        Ok(EventSocket {
+            socket,
+            addr,
+            nonce: u64::from_le_bytes(nonce),
+        })
+    }
+
+    /// Receives and handles events until `finish` is called from another thread.
+    pub fn run(&self, collector: &mut Collector) {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match self.socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            match serde_json::from_slice::<Wire>(&buf[..n]) {
+                Ok(Wire::End { nonce }) if nonce == self.nonce => return,
+                Ok(Wire::End { .. }) => collector.malformed += 1,
+                Ok(event) => collector.handle(event),
+                Err(_) => collector.malformed += 1,
+            }
+        }
+    }
+
+    /// Queues the end marker behind every event already sent: datagrams keep their order.
+    pub fn finish(&self) {
+        if let Ok(s) = UnixDatagram::unbound() {
+            let msg = format!("{{\"type\":\"end\",\"nonce\":{}}}", self.nonce);
+            let _ = s.send_to_addr(msg.as_bytes(), &self.addr);
+        }
+    }
+}
+
+fn exe_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn program_name(exe: &str) -> &str {
+    exe.rsplit('/').next().unwrap_or(exe)
+}
+
+impl Collector {
+    pub fn new(mode: Mode, rules: Vec<String>, quiet: bool) -> Self {
+        Collector {
+            mode,
+            rules,
+            quiet,
+            lines: Vec::new(),
+            fold: HashMap::new(),
+            exes: HashMap::new(),
+            pids: HashSet::new(),
+            warned: HashSet::new(),
+            malformed: 0,
+        }
+    }
+
+    fn say(&self, msg: std::fmt::Arguments) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr().lock(), "egress-run: {msg}");
+        }
+    }
+
+    fn handle(&mut self, event: Wire) {
+        match event {
+            Wire::Process {
+                pid,
+                ppid,
+                exe,
+                argv,
+                policy_error,
+            } => {
+                if let Some(why) = &policy_error {
+                    self.say(format_args!(
+                        "{} [pid {pid}] could not obtain its policy ({why}); it denies all egress",
+                        program_name(&exe)
+                    ));
+                }
+                self.exes.insert(pid, exe.clone());
+                self.pids.insert(pid);
+                self.lines.push(Line::Process(ProcessLine {
+                    kind: "process",
+                    pid,
+                    ppid,
+                    exe,
+                    argv,
+                    guarded: true,
+                    reason: None,
+                    policy_error,
+                }));
+            }
+            Wire::Connect(a) => self.attempt("connect", a),
+            Wire::Send(a) => self.attempt("send", a),
+            Wire::Resolve(a) => self.attempt("resolve", a),
+            Wire::End { .. } => {}
+        }
+    }
+
+    fn attempt(&mut self, kind: &'static str, a: WireAttempt) {
+        let key = FoldKey {
+            kind,
+            pid: a.pid,
+            call: a.call.clone(),
+            proto: a.proto.clone(),
+            addr: a.addr.clone(),
+            port: a.port,
+            host: a.host.clone(),
+            decision: a.decision.clone(),
+            rule: a.rule,
+            enforced: a.enforced,
+        };
+        if let Some(&i) = self.fold.get(&key) {
+            if let Line::Attempt(line) = &mut self.lines[i] {
+                line.count += 1;
+            }
+            return;
+        }
+        // A process that never checked in (a vfork child before exec): name it from /proc.
+        let exe = self
+            .exes
+            .entry(a.pid)
+            .or_insert_with(|| exe_of(a.pid))
+            .clone();
+        self.pids.insert(a.pid);
+        if a.decision == "deny" {
+            self.warn_denial(kind, &a, &exe);
+        }
+        let rule = a.rule.and_then(|i| self.rules.get(i).cloned());
+        self.fold.insert(key, self.lines.len());
+        self.lines.push(Line::Attempt(AttemptLine {
+            kind,
+            pid: a.pid,
+            exe,
+            call: a.call,
+            proto: a.proto,
+            addr: a.addr,
+            port: a.port,
+            host: a.host,
+            decision: a.decision,
+            enforced: a.enforced,
+            rule,
+            reason: a.reason,
+            count: 1,
+        }));
+    }
+
+    /// The first denial of each destination in a process gets one line on stderr.
+    fn warn_denial(&mut self, kind: &'static str, a: &WireAttempt, exe: &str) {
+        let key = (a.pid, kind, a.addr.clone(), a.port, a.host.clone());
+        if self.quiet || !self.warned.insert(key) {
+            return;
+        }
+        let verb = if a.enforced {
+            "denied"
+        } else {
+            "audit: would deny"
+        };
+        let ip = a.addr.as_deref().and_then(|s| s.parse().ok());
+        let what = match kind {
+            "resolve" => format!("lookup of {}", a.host.as_deref().unwrap_or("?")),
+            _ => {
+                let addr = a.addr.as_deref().unwrap_or("?");
+                let shown = if addr.contains(':') {
+                    format!("[{addr}]")
+                } else {
+                    addr.to_string()
+                };
+                let via = a
+                    .host
+                    .as_deref()
+                    .map(|h| format!(", {h}"))
+                    .unwrap_or_default();
+                format!(
+                    "{kind} to {shown}:{} ({}{via})",
+                    a.port.unwrap_or(0),
+                    a.proto.as_deref().unwrap_or("?")
+                )
+            }
+        };
+        let hint = match a.reason.as_deref() {
+            Some(r) if r.contains("no valid policy") => format!("the process {r}"),
+            _ => format!(
+                "to allow it: --allow {}",
+                suggest_rule(a.host.as_deref(), ip, a.port.filter(|_| kind != "resolve"))
+            ),
+        };
+        self.say(format_args!(
+            "{verb} {what} by {} [pid {}]; {hint}",
+            program_name(exe),
+            a.pid
+        ));
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}

@@ -1,0 +1,155 @@
+//! Handing the policy to the guarded tree: a sealed memfd, the library's path, and the
+//! environment variables that locate both.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use egress_policy::{encode, Locator, Mode, Rule};
+
+use crate::Fatal;
+
+pub const LIBRARY_NAME: &str = "libegress_preload.so";
+
+/// The sealed policy. Its descriptor stays open (and inheritable) for the launcher's whole
+/// life, so that guarded processes that lost their copy can reopen it through /proc.
+pub struct SealedPolicy {
+    _fd: OwnedFd,
+    pub locator: Locator,
+}
+
+pub fn seal_policy(mode: Mode, rules: &[Rule]) -> Result<SealedPolicy, Fatal> {
+    let fail = |what: &str, e: std::io::Error| {
+        Fatal::new(
+            format!("cannot create the policy memfd ({what}: {e})"),
+            "egress-run needs Linux 3.17+ with memfd_create and sealing",
+        )
+    };
+    let bytes = encode(mode, std::process::id(), rules);
+    // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
+    let raw = unsafe { libc::memfd_create(c"egress-run-policy".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    if raw < 0 {
+        return Err(fail("memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: raw is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = File::from(fd.try_clone().map_err(|e| fail("dup", e))?);
+    file.write_all(&bytes).map_err(|e| fail("write", e))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: F_ADD_SEALS with an int argument on our memfd.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(fail("seal", std::io::Error::last_os_error()));
+    }
+    let meta = file.metadata().map_err(|e| fail("fstat", e))?;
+    Ok(SealedPolicy {
+        locator: Locator {
+            launcher_pid: std::process::id(),
+            fd: fd.as_raw_fd(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+        _fd: fd,
+    })
+}
+
+/// Finds the preload library: beside the executable (a build tree), or in
+/// `../lib/egress-run/` (an installed tree).
+pub fn find_library() -> Result<PathBuf, Fatal> {
+    let exe = std::env::current_exe().map_err(|e| {
+        Fatal::new(
+            format!("cannot find egress-run's own executable ({e})"),
+            "run egress-run from a normal file system",
+        )
+    })?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join(LIBRARY_NAME),
+        dir.join("../lib/egress-run").join(LIBRARY_NAME),
+    ];
+    for path in &candidates {
+        if path.is_file() {
+            let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+            check_library(&path)?;
+            return Ok(path);
+        }
+    }
+    Err(Fatal::new(
+        format!(
+            "the guard library {LIBRARY_NAME} is missing (looked in {} and {})",
+            candidates[0].display(),
+            candidates[1].display()
+        ),
+        "reinstall egress-run (make install) or build it (make)",
+    ))
+}
+
+fn check_library(path: &Path) -> Result<(), Fatal> {
+    let bad = |why: String| {
+        Fatal::new(
+            format!("the guard library {} {why}", path.display()),
+            "reinstall egress-run (make install) or rebuild it (make)",
+        )
+    };
+    let bytes = path.as_os_str().as_bytes();
+    if bytes
+        .iter()
+        .any(|b| matches!(b, b' ' | b':' | b'\t' | b'\n'))
+    {
+        return Err(bad(
+            "has a space or ':' in its path, which LD_PRELOAD cannot hold".into(),
+        ));
+    }
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if &magic != b"\x7fELF" {
+        return Err(bad("is not an ELF shared library".into()));
+    }
+    Ok(())
+}
+
+/// The guarded tree's LD_PRELOAD: the user's own entries first (libasan must lead), then ours.
+pub fn ld_preload(existing: Option<&OsStr>, library: &Path) -> OsString {
+    let mut out = OsString::new();
+    if let Some(existing) = existing {
+        for entry in existing
+            .as_bytes()
+            .split(|b| *b == b':' || *b == b' ')
+            .filter(|e| !e.is_empty() && *e != library.as_os_str().as_bytes())
+        {
+            out.push(OsStr::from_bytes(entry));
+            out.push(":");
+        }
+    }
+    out.push(library.as_os_str());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_preloads_stay_first_and_ours_is_not_duplicated() {
+        let lib = Path::new("/opt/e/libegress_preload.so");
+        assert_eq!(
+            ld_preload(None, lib),
+            OsString::from("/opt/e/libegress_preload.so")
+        );
+        assert_eq!(
+            ld_preload(
+                Some(OsStr::new(
+                    "libasan.so.8 /x/y.so:/opt/e/libegress_preload.so"
+                )),
+                lib
+            ),
+            OsString::from("libasan.so.8:/x/y.so:/opt/e/libegress_preload.so")
+        );
+    }
+}

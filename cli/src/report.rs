@@ -1,0 +1,211 @@
+//! The JSON-lines report (docs/report.md, docs/report.schema.json) and the human summary.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+use egress_policy::Mode;
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct RunLine<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub version: u32,
+    pub mode: &'static str,
+    pub rules: &'a [String],
+    pub argv: Vec<String>,
+    pub started: String,
+    pub egress_run: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct ProcessLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pid: i32,
+    pub ppid: i32,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub guarded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_error: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct AttemptLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pid: i32,
+    pub exe: String,
+    pub call: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub decision: String,
+    pub enforced: bool,
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub count: u64,
+}
+
+pub enum Line {
+    Process(ProcessLine),
+    Attempt(AttemptLine),
+}
+
+#[derive(Serialize, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub host: Option<String>,
+    pub addr: Option<String>,
+    pub port: Option<u16>,
+    pub proto: Option<String>,
+    pub decision: String,
+    pub count: u64,
+}
+
+#[derive(Serialize)]
+pub struct SummaryLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub exit_code: i32,
+    pub command_status: Option<i32>,
+    pub duration_ms: u64,
+    pub processes: usize,
+    pub attempts: u64,
+    pub denied: u64,
+    pub destinations: Vec<Destination>,
+}
+
+/// Totals over the attempt lines, and destinations grouped across processes.
+pub fn summarize(lines: &[Line]) -> (u64, u64, Vec<Destination>) {
+    let (mut attempts, mut denied) = (0, 0);
+    let mut dests: Vec<Destination> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for line in lines {
+        let Line::Attempt(a) = line else { continue };
+        attempts += a.count;
+        if a.decision == "deny" {
+            denied += a.count;
+        }
+        let key = (
+            a.host.clone(),
+            a.addr.clone(),
+            a.port,
+            a.proto.clone(),
+            a.decision.clone(),
+        );
+        match index.get(&key) {
+            Some(&i) => {
+                let d: &mut Destination = &mut dests[i];
+                d.count += a.count;
+            }
+            None => {
+                index.insert(key, dests.len());
+                dests.push(Destination {
+                    host: a.host.clone(),
+                    addr: a.addr.clone(),
+                    port: a.port,
+                    proto: a.proto.clone(),
+                    decision: a.decision.clone(),
+                    count: a.count,
+                });
+            }
+        }
+    }
+    (attempts, denied, dests)
+}
+
+pub fn write(
+    file: File,
+    run: &RunLine,
+    lines: &[Line],
+    summary: &SummaryLine,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::new(file);
+    serde_json::to_writer(&mut w, run)?;
+    w.write_all(b"\n")?;
+    for line in lines {
+        match line {
+            Line::Process(p) => serde_json::to_writer(&mut w, p)?,
+            Line::Attempt(a) => serde_json::to_writer(&mut w, a)?,
+        }
+        w.write_all(b"\n")?;
+    }
+    serde_json::to_writer(&mut w, summary)?;
+    w.write_all(b"\n")?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+fn show_dest(d: &Destination) -> String {
+    match (&d.addr, d.port) {
+        (Some(addr), Some(port)) if addr.contains(':') => format!("[{addr}]:{port}"),
+        (Some(addr), Some(port)) => format!("{addr}:{port}"),
+        _ => d.host.clone().unwrap_or_default(),
+    }
+}
+
+/// The short human summary printed on stderr at exit.
+pub fn human_summary(
+    mode: Mode,
+    summary: &SummaryLine,
+    report: Option<&std::path::Path>,
+) -> String {
+    let mut out = format!(
+        "egress-run: {} mode: {} process{}, {} attempt{}, {} denied{}\n",
+        mode.as_str(),
+        summary.processes,
+        if summary.processes == 1 { "" } else { "es" },
+        summary.attempts,
+        if summary.attempts == 1 { "" } else { "s" },
+        summary.denied,
+        if mode == Mode::Audit && summary.denied > 0 {
+            " (not enforced: audit)"
+        } else {
+            ""
+        }
+    );
+    let mut dests: Vec<&Destination> = summary.destinations.iter().collect();
+    dests.sort_by_key(|d| d.decision != "deny");
+    const SHOWN: usize = 20;
+    for d in dests.iter().take(SHOWN) {
+        let what = if d.addr.is_some() {
+            format!("{} {}", d.proto.as_deref().unwrap_or("?"), show_dest(d))
+        } else {
+            "dns".to_string()
+        };
+        let name = match (&d.host, &d.addr) {
+            (Some(h), Some(_)) => format!(" ({h})"),
+            (Some(h), None) => format!(" {h}"),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "  {:<7} {what}{name} x{}\n",
+            if d.decision == "deny" {
+                "DENIED"
+            } else {
+                "allowed"
+            },
+            d.count
+        ));
+    }
+    if dests.len() > SHOWN {
+        out.push_str(&format!(
+            "  ... and {} more destinations\n",
+            dests.len() - SHOWN
+        ));
+    }
+    if let Some(path) = report {
+        out.push_str(&format!(
+            "egress-run: report written to {}\n",
+            path.display()
+        ));
+    }
+    out
+}

@@ -1,0 +1,110 @@
+//! The policy shared by the egress-run launcher and its preload library: the rule grammar, the
+//! matcher, the policy's sealed binary form, and the names both sides agree on.
+#![forbid(unsafe_code)]
+
+pub mod rule;
+pub mod wire;
+
+pub use rule::{
+    canonical_ip, is_loopback, parse_rule, suggest_rule, PortRange, Rule, RuleError, Target,
+};
+pub use wire::{encode, DecodeError, Mode, PolicyView, RuleView};
+
+/// Environment variable that locates the policy: `v1:<launcher pid>:<fd>:<st_dev>:<st_ino>`.
+/// It only says where the sealed policy is; its content cannot widen what is allowed.
+pub const POLICY_ENV: &str = "EGRESS_RUN_POLICY";
+
+/// Where a policy is, as the environment variable says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Locator {
+    pub launcher_pid: u32,
+    pub fd: i32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Locator {
+    /// Parses the value of [`POLICY_ENV`] without allocating.
+    pub fn parse(value: &[u8]) -> Option<Locator> {
+        let mut parts = value.split(|&b| b == b':');
+        if parts.next()? != b"v1" {
+            return None;
+        }
+        let launcher_pid = u32::try_from(parse_u64(parts.next()?)?).ok()?;
+        let fd = i32::try_from(parse_u64(parts.next()?)?).ok()?;
+        let dev = parse_u64(parts.next()?)?;
+        let ino = parse_u64(parts.next()?)?;
+        if parts.next().is_some() || launcher_pid == 0 {
+            return None;
+        }
+        Some(Locator {
+            launcher_pid,
+            fd,
+            dev,
+            ino,
+        })
+    }
+
+    pub fn to_env_value(&self) -> String {
+        format!(
+            "v1:{}:{}:{}:{}",
+            self.launcher_pid, self.fd, self.dev, self.ino
+        )
+    }
+
+    /// The abstract Unix socket name (without its leading NUL) the launcher listens on.
+    /// Written into `buf`; returns the length used.
+    pub fn socket_name(&self, buf: &mut [u8; 64]) -> usize {
+        let mut w = Cursor { buf, len: 0 };
+        w.put(b"egress-run.");
+        w.put_u64(u64::from(self.launcher_pid));
+        w.put(b".");
+        w.put_u64(self.ino);
+        w.len
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a mut [u8; 64],
+    len: usize,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, s: &[u8]) {
+        for &b in s {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn put_u64(&mut self, mut v: u64) {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (v % 10) as u8;
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        digits[..n].reverse();
+        self.put(&digits[..n]);
+    }
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}

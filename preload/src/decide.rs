@@ -1,0 +1,58 @@
+//! The decisions, in safe code: given what a hook saw, what block mode would do.
+
+use crate::learned;
+use crate::names;
+use crate::sock::Dest;
+use crate::state::Loaded;
+use crate::verdict::{DenyReason, Verdict};
+
+/// The verdict for a connection or datagram to `dest`, and the name it came from if this
+/// process looked it up. Non-IP destinations (Unix, netlink, `AF_UNSPEC`) pass through.
+pub fn destination(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8]>) {
+    let Dest::Inet { ip, port } = dest else {
+        return (Verdict::PassThrough, None);
+    };
+    let view = match loaded.policy {
+        Ok(view) => view,
+        Err(_) => return (Verdict::Deny(DenyReason::NoPolicy), None),
+    };
+    let by_name = learned::lookup(ip, |rule| {
+        view.rule(rule).is_some_and(|r| r.ports.contains(port))
+    });
+    let host = by_name.map(|f| f.host());
+    if let Some(rule) = view.match_addr(ip, port) {
+        return (Verdict::Allow { rule }, host);
+    }
+    match by_name.and_then(|f| f.rule) {
+        Some(rule) => (Verdict::Allow { rule }, host),
+        None => (Verdict::Deny(DenyReason::NoRule), host),
+    }
+}
+
+/// How a name lookup is treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A numeric address: no lookup at all (resolve with `AI_NUMERICHOST`).
+    Numeric,
+    /// `localhost` or a name in /etc/hosts: resolved locally, unrecorded.
+    Local,
+    /// A DNS lookup with this verdict.
+    Dns(Verdict),
+}
+
+pub fn name(loaded: &Loaded, name: &[u8], numeric_hint: bool) -> Lookup {
+    if names::is_numeric(name) || (numeric_hint && names::looks_numeric(name)) {
+        return Lookup::Numeric;
+    }
+    let view = match loaded.policy {
+        Ok(view) => view,
+        Err(_) => return Lookup::Dns(Verdict::Deny(DenyReason::NoPolicy)),
+    };
+    if let Some(rule) = view.match_name(name) {
+        return Lookup::Dns(Verdict::Allow { rule });
+    }
+    if names::is_localhost(name) || names::in_etc_hosts(name) {
+        return Lookup::Local;
+    }
+    Lookup::Dns(Verdict::Deny(DenyReason::NoRule))
+}

@@ -1,0 +1,269 @@
+//! Streaming events to the launcher: one datagram per event, sent before the guarded call
+//! proceeds or is refused, so nothing is lost to a crash, `SIGKILL`, `_exit` or `exec`.
+//!
+//! Every event is formatted into a stack buffer and sent with the real `sendto` on a socket of
+//! our own, never on a descriptor of the program's: before each send the socket's inode is
+//! checked, because the program may have closed our descriptor and reused its number.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use egress_policy::Locator;
+use libc::c_int;
+
+use crate::fmt::Buf;
+use crate::real;
+use crate::sock::Proto;
+use crate::state::Loaded;
+use crate::verdict::Verdict;
+
+static SOCK_FD: AtomicI32 = AtomicI32::new(-1);
+static SOCK_INO: AtomicU64 = AtomicU64::new(0);
+
+/// What kind of attempt an event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    Send,
+    Resolve,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::Send => "send",
+            Kind::Resolve => "resolve",
+        }
+    }
+}
+
+/// One egress attempt, as the report describes it.
+pub struct Attempt<'a> {
+    pub kind: Kind,
+    /// The libc function the program called.
+    pub call: &'static str,
+    pub proto: Option<Proto>,
+    pub dest: Option<(IpAddr, u16)>,
+    pub host: Option<&'a [u8]>,
+    pub verdict: Verdict,
+}
+
+fn inode_of(fd: c_int) -> Option<u64> {
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for writes.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// Our connected event socket, opened (again) if the program closed or replaced it.
+/// Returns the descriptor and whether it is private to this one send (to be closed after).
+fn socket(loc: &Locator) -> Option<(c_int, bool)> {
+    let fd = SOCK_FD.load(Ordering::Acquire);
+    if fd >= 0 && inode_of(fd) == Some(SOCK_INO.load(Ordering::Acquire)) {
+        return Some((fd, false));
+    }
+    let new = open_socket(loc)?;
+    let Some(ino) = inode_of(new) else {
+        // SAFETY: `new` is ours.
+        unsafe { libc::close(new) };
+        return None;
+    };
+    // The old number is never closed by us: it may belong to the program by now.
+    match SOCK_FD.compare_exchange(fd, new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            SOCK_INO.store(ino, Ordering::Release);
+            Some((new, false))
+        }
+        // Another thread replaced it first: use ours for this one send, then close it.
+        Err(_) => Some((new, true)),
+    }
+}
+
+fn open_socket(loc: &Locator) -> Option<c_int> {
+    // SAFETY: plain socket(2); not hooked.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: an all-zero sockaddr_un is valid; we fill in family and an abstract name.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let mut name = [0u8; 64];
+    let n = loc.socket_name(&mut name);
+    // Abstract address: a leading NUL, then the name (sun_path is 108 bytes).
+    for (dst, src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
+        *dst = *src as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+    // SAFETY: the real connect, with a valid sockaddr_un of `len` bytes.
+    let ok = unsafe { real::func::<real::ConnectFn>(&real::CONNECT) }.is_some_and(|connect| {
+        // SAFETY: as above.
+        unsafe { connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) == 0 }
+    });
+    if ok {
+        Some(fd)
+    } else {
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        None
+    }
+}
+
+fn send(loc: &Locator, msg: &[u8]) {
+    let Some((fd, private)) = socket(loc) else {
+        return;
+    };
+    let Some(sendto) = (unsafe {
+        // SAFETY: SendtoFn is sendto's C signature.
+        real::func::<real::SendtoFn>(&real::SENDTO)
+    }) else {
+        return;
+    };
+    // SAFETY: msg is valid for reads of its length; a datagram send of a stack buffer.
+    // MSG_NOSIGNAL: a gone launcher must not kill the program. Blocking when the launcher's
+    // queue is full is intended back-pressure.
+    unsafe {
+        sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            libc::MSG_NOSIGNAL,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if private {
+        // SAFETY: a socket we opened for this send only (lost the race to publish it).
+        unsafe { libc::close(fd) };
+    }
+}
+
+fn pid_ppid(w: &mut Buf) {
+    // SAFETY: getpid/getppid have no preconditions.
+    let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
+    w.str("\"pid\":");
+    w.int(i64::from(pid));
+    w.str(",\"ppid\":");
+    w.int(i64::from(ppid));
+}
+
+/// Reads a small /proc/self file into `buf`; returns the bytes read.
+fn read_proc(path: &[u8], buf: &mut [u8]) -> usize {
+    // SAFETY: path is NUL-terminated; open/read/close are not hooked.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let mut total = 0;
+        while total < buf.len() {
+            let n = libc::read(fd, buf[total..].as_mut_ptr().cast(), buf.len() - total);
+            if n <= 0 {
+                break;
+            }
+            total += n as usize;
+        }
+        libc::close(fd);
+        total
+    }
+}
+
+/// Tells the launcher that this process exists and whether it holds a policy.
+pub fn process_started(loaded: &Loaded) {
+    let Some(loc) = loaded.locator else { return };
+    let mut exe = [0u8; 1024];
+    // SAFETY: exe is valid for writes of its length; readlink does not NUL-terminate.
+    let exe_len = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr().cast(),
+            exe.len(),
+        )
+    }
+    .max(0) as usize;
+    let mut cmdline = [0u8; 4096];
+    let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut cmdline);
+
+    let mut out = [0u8; 8192];
+    let mut w = Buf::new(&mut out);
+    w.str("{\"type\":\"process\",");
+    pid_ppid(&mut w);
+    w.str(",\"exe\":");
+    w.json_str(&exe[..exe_len]);
+    w.str(",\"argv\":[");
+    let args = cmdline[..cmd_len]
+        .strip_suffix(b"\0")
+        .unwrap_or(&cmdline[..cmd_len]);
+    if cmd_len > 0 {
+        for (i, arg) in args.split(|&b| b == 0).enumerate() {
+            // Keep room to close the array and object whatever happens.
+            if w.remaining() < arg.len() * 6 + 300 {
+                w.str(if i > 0 { ",\"...\"" } else { "\"...\"" });
+                break;
+            }
+            if i > 0 {
+                w.str(",");
+            }
+            w.json_str(arg);
+        }
+    }
+    w.str("]");
+    if let Err(why) = loaded.policy {
+        w.str(",\"policy_error\":");
+        w.json_str(why.as_bytes());
+    }
+    w.str("}");
+    if !w.truncated() {
+        send(&loc, w.as_bytes());
+    }
+}
+
+/// Records one attempt. Called before the attempt proceeds or is refused.
+pub fn record(loaded: &Loaded, a: &Attempt) {
+    let Some(loc) = loaded.locator else { return };
+    let mut out = [0u8; 2048];
+    let mut w = Buf::new(&mut out);
+    w.str("{\"type\":\"");
+    w.str(a.kind.as_str());
+    w.str("\",");
+    pid_ppid(&mut w);
+    w.str(",\"call\":\"");
+    w.str(a.call);
+    w.str("\"");
+    if let Some(p) = a.proto {
+        w.str(",\"proto\":\"");
+        w.str(p.as_str());
+        w.str("\"");
+    }
+    if let Some((ip, port)) = a.dest {
+        w.str(",\"addr\":\"");
+        w.ip(egress_policy::canonical_ip(ip));
+        w.str("\",\"port\":");
+        w.uint(u64::from(port));
+    }
+    w.str(",\"host\":");
+    match a.host {
+        Some(h) => w.json_str(&h[..h.len().min(255)]),
+        None => w.str("null"),
+    }
+    match a.verdict {
+        Verdict::Allow { rule } => {
+            w.str(",\"decision\":\"allow\",\"rule\":");
+            w.uint(rule as u64);
+        }
+        Verdict::Deny(reason) => {
+            w.str(",\"decision\":\"deny\",\"rule\":null,\"reason\":\"");
+            w.str(reason.as_str());
+            w.str("\"");
+        }
+        Verdict::PassThrough => return,
+    }
+    w.str(match loaded.mode() {
+        egress_policy::Mode::Block => ",\"enforced\":true}",
+        egress_policy::Mode::Audit => ",\"enforced\":false}",
+    });
+    if !w.truncated() {
+        send(&loc, w.as_bytes());
+    }
+}

@@ -1,0 +1,49 @@
+//! `connect`: every TCP connection and every UDP association to an IPv4/IPv6 address.
+
+use libc::{c_int, sockaddr, socklen_t};
+
+use super::{action_for, check};
+use crate::decide;
+use crate::events::{self, Attempt, Kind};
+use crate::real;
+use crate::sock::{self, Dest};
+use crate::state::Loaded;
+use crate::verdict::{refused_call, Action};
+
+/// Decides one connect. Shared with TCP Fast Open sends, which connect too.
+pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str) -> Action {
+    let (verdict, host) = decide::destination(loaded, dest);
+    // Not a socket: the kernel answers ENOTSOCK/EBADF itself.
+    let (Dest::Inet { ip, port }, Some((_, proto))) = (dest, sock::socket_kind(fd)) else {
+        return Action::Proceed;
+    };
+    events::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Connect,
+            call,
+            proto: Some(proto),
+            dest: Some((ip, port)),
+            host,
+            verdict,
+        },
+    );
+    action_for(loaded, verdict)
+}
+
+/// # Safety
+/// Called by C with connect(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the caller promises `len` readable bytes at `addr`; `read` stays within them.
+    let dest = unsafe { sock::read(addr, len) };
+    match check(|loaded| decide_connect(loaded, fd, dest, "connect")) {
+        Action::Refuse => refused_call(),
+        // SAFETY: forwarding the caller's own arguments to the real connect.
+        Action::Proceed => match unsafe { real::func::<real::ConnectFn>(&real::CONNECT) } {
+            // SAFETY: as above.
+            Some(f) => unsafe { f(fd, addr, len) },
+            None => refused_call(),
+        },
+    }
+}

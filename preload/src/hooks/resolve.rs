@@ -1,0 +1,341 @@
+//! Name lookups: `getaddrinfo` and the `gethostbyname` family. A denied name is refused
+//! before libc sends any query; an allowed name's addresses become allowed destinations of
+//! this process on the rule's ports.
+
+use std::ffi::CStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libc::{addrinfo, c_char, c_int, hostent, size_t};
+
+use super::{after, check_with};
+use crate::decide::{self, Lookup};
+use crate::events::{self, Attempt, Kind};
+use crate::learned;
+use crate::real;
+use crate::sock::{self, Dest};
+use crate::state::Loaded;
+use crate::verdict::{self, Verdict};
+
+/// What a lookup hook does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    Refuse,
+    Resolve {
+        /// Resolve with `AI_NUMERICHOST`: the name is an address, no query may leave.
+        numeric: bool,
+        /// Remember the results for this name, allowed by this rule (or by none).
+        learn: bool,
+        rule: Option<usize>,
+    },
+}
+
+const UNCHECKED: Plan = Plan::Resolve {
+    numeric: false,
+    learn: false,
+    rule: None,
+};
+
+fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hint: bool) -> Plan {
+    let verdict = match decide::name(loaded, name, numeric_hint) {
+        Lookup::Numeric => {
+            return Plan::Resolve {
+                numeric: true,
+                learn: false,
+                rule: None,
+            }
+        }
+        Lookup::Local => {
+            return Plan::Resolve {
+                numeric: false,
+                learn: true,
+                rule: None,
+            }
+        }
+        Lookup::Dns(verdict) => verdict,
+    };
+    events::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Resolve,
+            call,
+            proto: None,
+            dest: None,
+            host: Some(name),
+            verdict,
+        },
+    );
+    if verdict.refuses(loaded.mode()) {
+        return Plan::Refuse;
+    }
+    Plan::Resolve {
+        numeric: false,
+        learn: true,
+        rule: match verdict {
+            Verdict::Allow { rule } => Some(rule),
+            _ => None,
+        },
+    }
+}
+
+/// Plans a lookup of the C string `name`.
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn plan_for(name: *const c_char, call: &'static str, numeric_hint: bool) -> Plan {
+    if name.is_null() {
+        return UNCHECKED; // libc rejects it itself
+    }
+    // SAFETY: a NUL-terminated string from the caller.
+    let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();
+    check_with(UNCHECKED, Plan::Refuse, |loaded| {
+        plan(loaded, bytes, call, numeric_hint)
+    })
+}
+
+fn learn(name: *const c_char, rule: Option<usize>, addrs: impl Iterator<Item = IpAddr>) {
+    after(|_| {
+        // SAFETY: the same NUL-terminated string the caller passed in.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        for ip in addrs {
+            learned::remember(ip, name, rule);
+        }
+    });
+}
+
+/// # Safety
+/// Called by C with getaddrinfo(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    // SAFETY: hints is null or the caller's addrinfo.
+    let numeric_only = !hints.is_null() && unsafe { (*hints).ai_flags } & libc::AI_NUMERICHOST != 0;
+    // getaddrinfo(NULL, ...) and AI_NUMERICHOST never query a resolver.
+    let plan = if node.is_null() || numeric_only {
+        UNCHECKED
+    } else {
+        // SAFETY: node is a NUL-terminated string from the caller.
+        unsafe { plan_for(node, "getaddrinfo", true) }
+    };
+    let Plan::Resolve {
+        numeric,
+        learn: learn_results,
+        rule,
+    } = plan
+    else {
+        return verdict::REFUSED_EAI;
+    };
+    // SAFETY: getaddrinfo's C signature.
+    let Some(real_fn) = (unsafe { real::func::<real::GetaddrinfoFn>(&real::GETADDRINFO) }) else {
+        return verdict::REFUSED_EAI;
+    };
+    let rc = if numeric {
+        // The same request, but libc may only parse the name as an address.
+        let mut h: addrinfo = if hints.is_null() {
+            // SAFETY: an all-zero addrinfo is a valid value.
+            let mut h: addrinfo = unsafe { std::mem::zeroed() };
+            h.ai_family = libc::AF_UNSPEC;
+            h.ai_flags = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG; // glibc's default for NULL hints
+            h
+        } else {
+            // SAFETY: the caller's hints, copied.
+            unsafe { std::ptr::read(hints) }
+        };
+        h.ai_flags |= libc::AI_NUMERICHOST;
+        // SAFETY: forwarding the caller's arguments with our copy of the hints.
+        unsafe { real_fn(node, service, &h, res) }
+    } else {
+        // SAFETY: forwarding the caller's arguments.
+        unsafe { real_fn(node, service, hints, res) }
+    };
+    if rc == 0 && learn_results && !res.is_null() {
+        // SAFETY: on success *res heads a list libc built; we only read it.
+        let mut ai = unsafe { *res };
+        let addrs = std::iter::from_fn(move || {
+            while !ai.is_null() {
+                // SAFETY: ai is a node of libc's list.
+                let (addr, len, next) = unsafe { ((*ai).ai_addr, (*ai).ai_addrlen, (*ai).ai_next) };
+                ai = next;
+                // SAFETY: ai_addr/ai_addrlen from libc describe a readable address.
+                if let Dest::Inet { ip, .. } = unsafe { sock::read(addr, len) } {
+                    return Some(ip);
+                }
+            }
+            None
+        });
+        learn(node, rule, addrs);
+    }
+    rc
+}
+
+/// The addresses of a hostent, read without copying the list.
+///
+/// # Safety
+/// `h` must be null or a hostent libc filled in.
+unsafe fn hostent_addrs(h: *const hostent) -> impl Iterator<Item = IpAddr> {
+    let (ty, len, mut list) = if h.is_null() {
+        (0, 0, std::ptr::null_mut())
+    } else {
+        // SAFETY: a hostent from libc.
+        unsafe { ((*h).h_addrtype, (*h).h_length, (*h).h_addr_list) }
+    };
+    std::iter::from_fn(move || {
+        if list.is_null() {
+            return None;
+        }
+        // SAFETY: h_addr_list is a NULL-terminated array of pointers to h_length bytes.
+        let p = unsafe { *list };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: advancing within the NULL-terminated array.
+        list = unsafe { list.add(1) };
+        match (ty, len) {
+            (libc::AF_INET, 4) => {
+                let mut b = [0u8; 4];
+                // SAFETY: p points to 4 bytes.
+                unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), b.as_mut_ptr(), 4) };
+                Some(IpAddr::V4(Ipv4Addr::from(b)))
+            }
+            (libc::AF_INET6, 16) => {
+                let mut b = [0u8; 16];
+                // SAFETY: p points to 16 bytes.
+                unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), b.as_mut_ptr(), 16) };
+                Some(IpAddr::V6(Ipv6Addr::from(b)))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// # Safety
+/// Called by C with gethostbyname(3)'s argument.
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
+    // SAFETY: name is the caller's NUL-terminated string (or null).
+    let Plan::Resolve { learn: l, rule, .. } = (unsafe { plan_for(name, "gethostbyname", false) })
+    else {
+        verdict::set_h_errno(verdict::REFUSED_H_ERRNO);
+        return std::ptr::null_mut();
+    };
+    // SAFETY: gethostbyname's C signature, forwarding the caller's argument.
+    let h = match unsafe { real::func::<real::GethostbynameFn>(&real::GETHOSTBYNAME) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(name) },
+        None => std::ptr::null_mut(),
+    };
+    if l && !h.is_null() {
+        // SAFETY: h was filled in by libc.
+        learn(name, rule, unsafe { hostent_addrs(h) });
+    }
+    h
+}
+
+/// # Safety
+/// Called by C with gethostbyname2(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
+    // SAFETY: name is the caller's NUL-terminated string (or null).
+    let Plan::Resolve { learn: l, rule, .. } = (unsafe { plan_for(name, "gethostbyname2", false) })
+    else {
+        verdict::set_h_errno(verdict::REFUSED_H_ERRNO);
+        return std::ptr::null_mut();
+    };
+    // SAFETY: gethostbyname2's C signature, forwarding the caller's arguments.
+    let h = match unsafe { real::func::<real::Gethostbyname2Fn>(&real::GETHOSTBYNAME2) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(name, af) },
+        None => std::ptr::null_mut(),
+    };
+    if l && !h.is_null() {
+        // SAFETY: h was filled in by libc.
+        learn(name, rule, unsafe { hostent_addrs(h) });
+    }
+    h
+}
+
+/// Refuses a reentrant lookup: no result, NO_RECOVERY.
+///
+/// # Safety
+/// `result` and `h_errnop` must be null or writable.
+unsafe fn refuse_r(result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
+    if !result.is_null() {
+        // SAFETY: writable per the caller.
+        unsafe { *result = std::ptr::null_mut() };
+    }
+    if !h_errnop.is_null() {
+        // SAFETY: writable per the caller.
+        unsafe { *h_errnop = verdict::REFUSED_H_ERRNO };
+    }
+    verdict::REFUSED_R_ERRNO
+}
+
+/// # Safety
+/// Called by C with gethostbyname_r(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname_r(
+    name: *const c_char,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: name is the caller's NUL-terminated string (or null).
+    let Plan::Resolve { learn: l, rule, .. } =
+        (unsafe { plan_for(name, "gethostbyname_r", false) })
+    else {
+        // SAFETY: the caller's out-pointers.
+        return unsafe { refuse_r(result, h_errnop) };
+    };
+    // SAFETY: gethostbyname_r's C signature, forwarding the caller's arguments.
+    let rc = match unsafe { real::func::<real::GethostbynameRFn>(&real::GETHOSTBYNAME_R) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(name, ret, buf, buflen, result, h_errnop) },
+        // SAFETY: the caller's out-pointers.
+        None => return unsafe { refuse_r(result, h_errnop) },
+    };
+    // SAFETY: result is the caller's out-pointer, filled in by libc on success.
+    if rc == 0 && l && !result.is_null() && !unsafe { *result }.is_null() {
+        // SAFETY: *result points to a hostent libc filled in.
+        learn(name, rule, unsafe { hostent_addrs(*result) });
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C with gethostbyname2_r(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: name is the caller's NUL-terminated string (or null).
+    let Plan::Resolve { learn: l, rule, .. } =
+        (unsafe { plan_for(name, "gethostbyname2_r", false) })
+    else {
+        // SAFETY: the caller's out-pointers.
+        return unsafe { refuse_r(result, h_errnop) };
+    };
+    // SAFETY: gethostbyname2_r's C signature, forwarding the caller's arguments.
+    let rc = match unsafe { real::func::<real::Gethostbyname2RFn>(&real::GETHOSTBYNAME2_R) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(name, af, ret, buf, buflen, result, h_errnop) },
+        // SAFETY: the caller's out-pointers.
+        None => return unsafe { refuse_r(result, h_errnop) },
+    };
+    // SAFETY: result is the caller's out-pointer, filled in by libc on success.
+    if rc == 0 && l && !result.is_null() && !unsafe { *result }.is_null() {
+        // SAFETY: *result points to a hostent libc filled in.
+        learn(name, rule, unsafe { hostent_addrs(*result) });
+    }
+    rc
+}

@@ -1,0 +1,132 @@
+//! `sendto`, `sendmsg`, `sendmmsg`: datagrams that carry their own destination, and TCP Fast
+//! Open sends, which connect.
+
+use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use super::connect::decide_connect;
+use super::{action_for, check, check_with};
+use crate::decide;
+use crate::events::{self, Attempt, Kind};
+use crate::real;
+use crate::sock::{self, Dest};
+use crate::state::Loaded;
+use crate::verdict::{refused_call, Action};
+
+fn decide_send(loaded: &Loaded, fd: c_int, dest: Dest, flags: c_int, call: &'static str) -> Action {
+    let (Dest::Inet { ip, port }, Some((ty, proto))) = (dest, sock::socket_kind(fd)) else {
+        return Action::Proceed;
+    };
+    if ty == libc::SOCK_STREAM {
+        // The kernel ignores the address on a stream socket unless this send opens the
+        // connection (TCP Fast Open): then it is a connect.
+        return if flags & libc::MSG_FASTOPEN != 0 {
+            decide_connect(loaded, fd, dest, call)
+        } else {
+            Action::Proceed
+        };
+    }
+    let (verdict, host) = decide::destination(loaded, dest);
+    events::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Send,
+            call,
+            proto: Some(proto),
+            dest: Some((ip, port)),
+            host,
+            verdict,
+        },
+    );
+    action_for(loaded, verdict)
+}
+
+/// Reads the destination of a msghdr.
+///
+/// # Safety
+/// `msg` must be null or point to a readable msghdr whose name fields describe readable memory.
+unsafe fn msg_dest(msg: *const msghdr) -> Dest {
+    if msg.is_null() {
+        return Dest::Other;
+    }
+    // SAFETY: non-null msghdr from the caller.
+    let m = unsafe { &*msg };
+    // SAFETY: msg_name/msg_namelen describe the caller's address buffer.
+    unsafe { sock::read(m.msg_name.cast_const().cast(), m.msg_namelen) }
+}
+
+/// # Safety
+/// Called by C with sendto(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
+    let dest = unsafe { sock::read(addr, addrlen) };
+    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto")) {
+        Action::Refuse => refused_call::<i8>() as ssize_t,
+        // SAFETY: forwarding the caller's arguments to the real sendto.
+        Action::Proceed => match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
+            // SAFETY: as above.
+            Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
+            None => refused_call::<i8>() as ssize_t,
+        },
+    }
+}
+
+/// # Safety
+/// Called by C with sendmsg(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's msghdr.
+    let dest = unsafe { msg_dest(msg) };
+    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendmsg")) {
+        Action::Refuse => refused_call::<i8>() as ssize_t,
+        // SAFETY: forwarding the caller's arguments to the real sendmsg.
+        Action::Proceed => match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
+            // SAFETY: as above.
+            Some(f) => unsafe { f(fd, msg, flags) },
+            None => refused_call::<i8>() as ssize_t,
+        },
+    }
+}
+
+/// # Safety
+/// Called by C with sendmmsg(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+) -> c_int {
+    // Each message has its own destination: send the allowed ones before the first refusal.
+    let allowed = check_with(vlen, 0, |loaded| {
+        if msgs.is_null() {
+            return vlen; // the kernel answers EFAULT
+        }
+        let mut n: c_uint = 0;
+        while n < vlen {
+            // SAFETY: the caller passes `vlen` readable mmsghdr entries.
+            let dest = unsafe { msg_dest(&(*msgs.add(n as usize)).msg_hdr) };
+            if decide_send(loaded, fd, dest, flags, "sendmmsg") == Action::Refuse {
+                break;
+            }
+            n += 1;
+        }
+        n
+    });
+    if allowed == 0 && vlen > 0 {
+        return refused_call();
+    }
+    // SAFETY: forwarding the caller's arguments (vlen cut to the allowed prefix) to libc.
+    match unsafe { real::func::<real::SendmmsgFn>(&real::SENDMMSG) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(fd, msgs, allowed, flags) },
+        None => refused_call(),
+    }
+}

@@ -1,0 +1,118 @@
+//! The one table of real libc functions, found with `dlsym(RTLD_NEXT, ...)`.
+//!
+//! Each entry is resolved on first use and cached in an atomic, so a hook that runs before the
+//! constructor still reaches libc. `ensure_init` resolves them all up front, so that later
+//! look-ups (which could allocate inside dlsym) do not happen in signal handlers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{
+    addrinfo, c_char, c_int, c_uint, hostent, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t,
+};
+
+pub struct Real {
+    name: &'static [u8],
+    addr: AtomicUsize,
+}
+
+impl Real {
+    const fn new(name: &'static [u8]) -> Self {
+        Real {
+            name,
+            addr: AtomicUsize::new(0),
+        }
+    }
+
+    /// The real function's address, or 0 when libc does not have it.
+    pub fn get(&self) -> usize {
+        let cached = self.addr.load(Ordering::Acquire);
+        if cached != 0 {
+            return cached;
+        }
+        // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT asks for the next definition
+        // after this library, which is libc's (or another preload's) symbol.
+        let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr().cast()) } as usize;
+        self.addr.store(found, Ordering::Release);
+        found
+    }
+}
+
+pub static CONNECT: Real = Real::new(b"connect\0");
+pub static SENDTO: Real = Real::new(b"sendto\0");
+pub static SENDMSG: Real = Real::new(b"sendmsg\0");
+pub static SENDMMSG: Real = Real::new(b"sendmmsg\0");
+pub static GETADDRINFO: Real = Real::new(b"getaddrinfo\0");
+pub static GETHOSTBYNAME: Real = Real::new(b"gethostbyname\0");
+pub static GETHOSTBYNAME2: Real = Real::new(b"gethostbyname2\0");
+pub static GETHOSTBYNAME_R: Real = Real::new(b"gethostbyname_r\0");
+pub static GETHOSTBYNAME2_R: Real = Real::new(b"gethostbyname2_r\0");
+
+static ALL: [&Real; 9] = [
+    &CONNECT,
+    &SENDTO,
+    &SENDMSG,
+    &SENDMMSG,
+    &GETADDRINFO,
+    &GETHOSTBYNAME,
+    &GETHOSTBYNAME2,
+    &GETHOSTBYNAME_R,
+    &GETHOSTBYNAME2_R,
+];
+
+pub fn resolve_all() {
+    for r in ALL {
+        r.get();
+    }
+}
+
+pub type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+pub type SendtoFn = unsafe extern "C" fn(
+    c_int,
+    *const libc::c_void,
+    size_t,
+    c_int,
+    *const sockaddr,
+    socklen_t,
+) -> ssize_t;
+pub type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
+pub type SendmmsgFn = unsafe extern "C" fn(c_int, *mut mmsghdr, c_uint, c_int) -> c_int;
+pub type GetaddrinfoFn = unsafe extern "C" fn(
+    *const c_char,
+    *const c_char,
+    *const addrinfo,
+    *mut *mut addrinfo,
+) -> c_int;
+pub type GethostbynameFn = unsafe extern "C" fn(*const c_char) -> *mut hostent;
+pub type Gethostbyname2Fn = unsafe extern "C" fn(*const c_char, c_int) -> *mut hostent;
+pub type GethostbynameRFn = unsafe extern "C" fn(
+    *const c_char,
+    *mut hostent,
+    *mut c_char,
+    size_t,
+    *mut *mut hostent,
+    *mut c_int,
+) -> c_int;
+pub type Gethostbyname2RFn = unsafe extern "C" fn(
+    *const c_char,
+    c_int,
+    *mut hostent,
+    *mut c_char,
+    size_t,
+    *mut *mut hostent,
+    *mut c_int,
+) -> c_int;
+
+/// Casts a resolved address to its function type.
+///
+/// # Safety
+/// `F` must be the C signature of the symbol `real` names.
+pub unsafe fn func<F: Copy>(real: &Real) -> Option<F> {
+    let addr = real.get();
+    if addr == 0 {
+        return None;
+    }
+    debug_assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<usize>());
+    // SAFETY: the caller guarantees F is the symbol's function-pointer type; a non-null
+    // address from dlsym is a valid function of that type.
+    Some(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
+}

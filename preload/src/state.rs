@@ -1,0 +1,210 @@
+//! Obtaining the policy, once per process image, without allocation or locks.
+//!
+//! The sealed memfd is mapped read-only and never unmapped, so the `PolicyView` built over it is
+//! valid for the life of the process (and of forked children, which inherit the mapping).
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+
+use egress_policy::{Locator, Mode, PolicyView, POLICY_ENV};
+
+use crate::{events, real};
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+
+/// What this process knows about its policy.
+#[derive(Clone, Copy)]
+pub struct Loaded {
+    pub locator: Option<Locator>,
+    /// The policy, or why there is none (then every attempt is denied: fail closed).
+    pub policy: Result<PolicyView<'static>, &'static str>,
+}
+
+impl Loaded {
+    pub fn mode(&self) -> Mode {
+        match &self.policy {
+            Ok(view) => view.mode(),
+            Err(_) => Mode::Block,
+        }
+    }
+}
+
+struct Slot(UnsafeCell<Option<Loaded>>);
+
+// SAFETY: the slot is written only by the one thread that moved STATE from UNINIT to BUSY, and
+// read only after STATE is READY (release/acquire), after which it never changes.
+unsafe impl Sync for Slot {}
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+static SLOT: Slot = Slot(UnsafeCell::new(None));
+
+fn pid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// The policy state, initialising it on first use.
+pub fn ensure_init() -> Loaded {
+    loop {
+        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                INIT_PID.store(pid(), Ordering::Relaxed);
+                real::resolve_all();
+                let loaded = load();
+                // SAFETY: we own the slot until READY is published (see `Slot`).
+                unsafe { *SLOT.0.get() = Some(loaded) };
+                STATE.store(READY, Ordering::Release);
+                events::process_started(&loaded);
+                register_fork_handler();
+                return loaded;
+            }
+            Err(READY) => {
+                // SAFETY: READY was observed with Acquire; the slot is written and immutable.
+                if let Some(loaded) = unsafe { *SLOT.0.get() } {
+                    return loaded;
+                }
+            }
+            Err(_) => {
+                // Another thread is initialising. If it was our parent's thread at fork time,
+                // it does not exist here: take the initialisation over.
+                if INIT_PID.load(Ordering::Relaxed) != pid() {
+                    let _ =
+                        STATE.compare_exchange(BUSY, UNINIT, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+}
+
+fn register_fork_handler() {
+    extern "C" fn child_after_fork() {
+        crate::guard::with_guard(
+            || (),
+            || {
+                if let Some(loaded) = current() {
+                    events::process_started(&loaded);
+                }
+            },
+        );
+    }
+    // SAFETY: registering a plain function as the child handler; it only sends one datagram
+    // from a stack buffer, which is async-signal-safe as fork's child handlers must be.
+    unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
+}
+
+/// The policy state if initialisation has finished.
+pub fn current() -> Option<Loaded> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY observed with Acquire; the slot is written and immutable.
+        unsafe { *SLOT.0.get() }
+    } else {
+        None
+    }
+}
+
+fn load() -> Loaded {
+    // SAFETY: POLICY_ENV has no NUL; getenv neither allocates nor locks in glibc and returns
+    // a pointer into the environment, valid while we read it here.
+    let value = unsafe {
+        let mut name = [0u8; 32];
+        name[..POLICY_ENV.len()].copy_from_slice(POLICY_ENV.as_bytes());
+        libc::getenv(name.as_ptr().cast())
+    };
+    if value.is_null() {
+        return Loaded {
+            locator: None,
+            policy: Err("EGRESS_RUN_POLICY is not set (environment scrubbed?)"),
+        };
+    }
+    // SAFETY: getenv returned a NUL-terminated string.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes();
+    let Some(locator) = Locator::parse(bytes) else {
+        return Loaded {
+            locator: None,
+            policy: Err("EGRESS_RUN_POLICY is malformed"),
+        };
+    };
+    let policy = map_fd(locator.fd, &locator).or_else(|first| {
+        // The inherited number was closed or reused: reopen the launcher's own descriptor.
+        match open_launcher_copy(&locator) {
+            Some(fd) => {
+                let r = map_fd(fd, &locator);
+                // SAFETY: fd is ours, opened just above; the mapping outlives it.
+                unsafe { libc::close(fd) };
+                r.map_err(|_| first)
+            }
+            None => Err(first),
+        }
+    });
+    Loaded {
+        locator: Some(locator),
+        policy,
+    }
+}
+
+fn open_launcher_copy(loc: &Locator) -> Option<i32> {
+    let mut path = [0u8; 64];
+    let mut w = crate::fmt::Buf::new(&mut path);
+    w.str("/proc/");
+    w.uint(u64::from(loc.launcher_pid));
+    w.str("/fd/");
+    w.uint(loc.fd.max(0) as u64);
+    w.bytes(b"\0");
+    if w.truncated() {
+        return None;
+    }
+    // SAFETY: path is NUL-terminated; open is not hooked.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    (fd >= 0).then_some(fd)
+}
+
+const REQUIRED_SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// Maps `fd` if, and only if, it is the launcher's sealed policy.
+fn map_fd(fd: i32, loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
+    if fd < 0 {
+        return Err("policy descriptor is missing");
+    }
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for writes.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err("policy descriptor is missing (closed)");
+    }
+    if st.st_dev != loc.dev || st.st_ino != loc.ino {
+        return Err("policy descriptor was closed and its number reused for another file");
+    }
+    // SAFETY: F_GET_SEALS takes no argument.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if seals < 0 || seals & REQUIRED_SEALS != REQUIRED_SEALS {
+        return Err("policy descriptor is not sealed");
+    }
+    let len = st.st_size as usize;
+    if len == 0 || len > egress_policy::wire::MAX_POLICY_LEN {
+        return Err("policy is empty or too large");
+    }
+    // SAFETY: mapping a sealed, read-only file of `len` bytes; the result is checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err("policy could not be mapped");
+    }
+    // SAFETY: the mapping is len bytes, readable, never unmapped, and cannot change (the file
+    // is sealed against writes, shrinking and growing).
+    let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    PolicyView::parse(bytes).map_err(|e| e.as_str())
+}
