@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `make bench`: what the guard costs. Compiles the C workloads in scripts/bench/ into a temp
+# directory, runs each natively and under egress-run (alternating), and prints a table
+# (statistics by scripts/bench/run.py). Results are recorded in docs/benchmarks.md.
+#
+# Everything sent goes to 127.0.0.1; every loop has a fixed count. Usable directly or inside
+# scripts/sandbox.sh (a private network namespace, where loopback must be up).
+#
+# Environment:
+#   BENCH_RUNS=R     runs per variant (default 5)
+#   BENCH_QUICK=1    divide every count by 10
+#   BENCH_ONLY=a,b   only these of: connect, udp, gai, spawn, startup
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin="$root/target/release/egress-run"
+lib="$root/target/release/libegress_preload.so"
+for f in "$bin" "$lib"; do
+    [ -x "$f" ] || [ -f "$f" ] || { echo "bench: $f is missing; build first (cargo build --release)" >&2; exit 1; }
+done
+command -v gcc >/dev/null || { echo "bench: gcc is needed to compile the workloads" >&2; exit 1; }
+
+# The real interpreter, not a pyenv shell shim (whose own startup would be measured).
+py=$(python3 -c 'import sys; print(sys.executable)')
+[ -x "$py" ] || { echo "bench: cannot find the python3 binary" >&2; exit 1; }
+
+# Measure the programs alone: no preload of the caller's, and no policy inherited from an
+# egress-run around this script.
+unset LD_PRELOAD EGRESS_RUN_POLICY
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/egress-bench.XXXXXX")
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir "$work/bin"
+for src in "$root"/scripts/bench/*.c; do
+    name=$(basename "$src" .c)
+    gcc -O2 -Wall -Wextra -pthread -o "$work/bin/$name" "$src"
+done
+
+# Loopback must work (a fresh network namespace starts with lo down).
+if ! "$work/bin/connect" 1 || ! "$work/bin/udp" 1; then
+    echo "bench: TCP/UDP on 127.0.0.1 does not work here; is the loopback interface up?" >&2
+    exit 1
+fi
+
+# getaddrinfo("localhost") must be answered from /etc/hosts, never by a DNS query.
+skip=""
+if ! grep -Eq '^[[:space:]]*(127\.[0-9.]+|::1)[[:space:]].*\blocalhost\b' /etc/hosts 2>/dev/null; then
+    echo "bench: /etc/hosts has no localhost entry; skipping the getaddrinfo workload" >&2
+    skip="gai"
+fi
+
+echo "bench: egress-run $("$bin" --version 2>/dev/null | head -1), $(nproc) CPUs, $(uname -r)" >&2
+"$py" "$root/scripts/bench/run.py" --bin "$work/bin" --egress-run "$bin" --python "$py" \
+    --work "$work" --skip "$skip"
