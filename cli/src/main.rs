@@ -55,7 +55,7 @@ static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Blocks the forwarded signals in this thread (and so in every thread started after) and
-/// starts the thread that forwards them. COMMAND starts with an empty mask (std resets it).
+/// starts the thread that forwards them. COMMAND gets them unblocked again (`unblock_in_child`).
 fn forward_signals() {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -88,6 +88,22 @@ fn forward_signals() {
     });
 }
 
+/// Restores an empty signal mask in COMMAND between fork and exec: it must not inherit the
+/// launcher's blocked SIGINT/SIGTERM/SIGHUP.
+fn unblock_in_child(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls sigemptyset and pthread_sigmask on a stack value, both
+    // async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        })
+    };
+}
+
 fn run() -> Result<i32, Fatal> {
     let raw: Vec<OsString> = std::env::args_os().collect();
     let config = args::parse(raw)?;
@@ -117,6 +133,7 @@ fn run() -> Result<i32, Fatal> {
             handover::ld_preload(std::env::var_os("LD_PRELOAD").as_deref(), &library),
         )
         .env(POLICY_ENV, sealed.locator.to_env_value());
+    unblock_in_child(&mut cmd);
 
     let command_status = std::thread::scope(|scope| {
         let receiver = scope.spawn(|| events.run(&mut collector));
@@ -176,7 +193,8 @@ fn run() -> Result<i32, Fatal> {
         denied,
         destinations,
     };
-    if !config.quiet {
+    // A command that never started has nothing to summarise; its error was printed above.
+    if !config.quiet && command_status.is_some() {
         eprint!(
             "{}",
             report::human_summary(config.mode, &summary, config.report.as_deref())

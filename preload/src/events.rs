@@ -226,8 +226,9 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
     let mut w = Buf::new(&mut out);
     w.str("{\"type\":\"");
     w.str(a.kind.as_str());
-    w.str("\",");
-    pid_ppid(&mut w);
+    w.str("\",\"pid\":");
+    // SAFETY: getpid has no preconditions.
+    w.int(i64::from(unsafe { libc::getpid() }));
     w.str(",\"call\":\"");
     w.str(a.call);
     w.str("\"");

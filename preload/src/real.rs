@@ -47,7 +47,13 @@ pub static GETHOSTBYNAME2: Real = Real::new(b"gethostbyname2\0");
 pub static GETHOSTBYNAME_R: Real = Real::new(b"gethostbyname_r\0");
 pub static GETHOSTBYNAME2_R: Real = Real::new(b"gethostbyname2_r\0");
 
-static ALL: [&Real; 9] = [
+pub static EXECVE: Real = Real::new(b"execve\0");
+pub static EXECVPE: Real = Real::new(b"execvpe\0");
+pub static FEXECVE: Real = Real::new(b"fexecve\0");
+pub static POSIX_SPAWN: Real = Real::new(b"posix_spawn\0");
+pub static POSIX_SPAWNP: Real = Real::new(b"posix_spawnp\0");
+
+static ALL: [&Real; 14] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -57,6 +63,11 @@ static ALL: [&Real; 9] = [
     &GETHOSTBYNAME2,
     &GETHOSTBYNAME_R,
     &GETHOSTBYNAME2_R,
+    &EXECVE,
+    &EXECVPE,
+    &FEXECVE,
+    &POSIX_SPAWN,
+    &POSIX_SPAWNP,
 ];
 
 pub fn resolve_all() {
@@ -116,3 +127,15 @@ pub unsafe fn func<F: Copy>(real: &Real) -> Option<F> {
     // address from dlsym is a valid function of that type.
     Some(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
 }
+pub type ExecveFn =
+    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+pub type FexecveFn =
+    unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+pub type PosixSpawnFn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const c_char,
+    *const libc::posix_spawn_file_actions_t,
+    *const libc::posix_spawnattr_t,
+    *const *mut c_char,
+    *const *mut c_char,
+) -> c_int;

@@ -37,6 +37,82 @@ struct Slot(UnsafeCell<Option<Loaded>>);
 // read only after STATE is READY (release/acquire), after which it never changes.
 unsafe impl Sync for Slot {}
 
+/// What exec hooks put back into a scrubbed environment: this library's path and the policy
+/// locator, saved at initialisation.
+pub struct ExecEnv {
+    lib: [u8; 1024],
+    lib_len: usize,
+    policy: [u8; 128],
+    policy_len: usize,
+}
+
+impl ExecEnv {
+    pub fn library(&self) -> &[u8] {
+        &self.lib[..self.lib_len]
+    }
+
+    /// The `EGRESS_RUN_POLICY` value, empty when this process had none.
+    pub fn policy(&self) -> &[u8] {
+        &self.policy[..self.policy_len]
+    }
+}
+
+struct EnvSlot(UnsafeCell<ExecEnv>);
+
+// SAFETY: as for `Slot`: written once by the initialising thread before READY is published.
+unsafe impl Sync for EnvSlot {}
+
+static EXEC_ENV: EnvSlot = EnvSlot(UnsafeCell::new(ExecEnv {
+    lib: [0; 1024],
+    lib_len: 0,
+    policy: [0; 128],
+    policy_len: 0,
+}));
+
+/// The environment exec hooks restore, once initialisation has finished.
+pub fn exec_env() -> Option<&'static ExecEnv> {
+    // SAFETY: READY observed with Acquire; the slot is written and immutable.
+    (STATE.load(Ordering::Acquire) == READY).then(|| unsafe { &*EXEC_ENV.0.get() })
+}
+
+/// Fills EXEC_ENV. Called only by the initialising thread, before READY.
+fn save_exec_env() {
+    // SAFETY: the initialising thread owns EXEC_ENV until READY (see EnvSlot).
+    let env = unsafe { &mut *EXEC_ENV.0.get() };
+    // SAFETY: dladdr on the address of one of our own functions fills `info` with this
+    // library's file name (a NUL-terminated string owned by the loader).
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(save_exec_env as *const libc::c_void, &mut info) != 0
+            && !info.dli_fname.is_null()
+        {
+            let name = std::ffi::CStr::from_ptr(info.dli_fname).to_bytes();
+            if name.starts_with(b"/") && name.len() <= env.lib.len() {
+                env.lib[..name.len()].copy_from_slice(name);
+                env.lib_len = name.len();
+            }
+        }
+    }
+    if let Some(value) = getenv_bytes() {
+        if value.len() <= env.policy.len() {
+            env.policy[..value.len()].copy_from_slice(value);
+            env.policy_len = value.len();
+        }
+    }
+}
+
+fn getenv_bytes() -> Option<&'static [u8]> {
+    // SAFETY: POLICY_ENV has no NUL; getenv neither allocates nor locks in glibc and returns
+    // a pointer into the environment.
+    let value = unsafe {
+        let mut name = [0u8; 32];
+        name[..POLICY_ENV.len()].copy_from_slice(POLICY_ENV.as_bytes());
+        libc::getenv(name.as_ptr().cast())
+    };
+    // SAFETY: getenv returned null or a NUL-terminated string that lives in the environment.
+    (!value.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes())
+}
+
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 static SLOT: Slot = Slot(UnsafeCell::new(None));
@@ -53,6 +129,7 @@ pub fn ensure_init() -> Loaded {
             Ok(_) => {
                 INIT_PID.store(pid(), Ordering::Relaxed);
                 real::resolve_all();
+                save_exec_env();
                 let loaded = load();
                 // SAFETY: we own the slot until READY is published (see `Slot`).
                 unsafe { *SLOT.0.get() = Some(loaded) };
@@ -108,21 +185,12 @@ pub fn current() -> Option<Loaded> {
 }
 
 fn load() -> Loaded {
-    // SAFETY: POLICY_ENV has no NUL; getenv neither allocates nor locks in glibc and returns
-    // a pointer into the environment, valid while we read it here.
-    let value = unsafe {
-        let mut name = [0u8; 32];
-        name[..POLICY_ENV.len()].copy_from_slice(POLICY_ENV.as_bytes());
-        libc::getenv(name.as_ptr().cast())
-    };
-    if value.is_null() {
+    let Some(bytes) = getenv_bytes() else {
         return Loaded {
             locator: None,
             policy: Err("EGRESS_RUN_POLICY is not set (environment scrubbed?)"),
         };
-    }
-    // SAFETY: getenv returned a NUL-terminated string.
-    let bytes = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes();
+    };
     let Some(locator) = Locator::parse(bytes) else {
         return Loaded {
             locator: None,
