@@ -82,9 +82,6 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub report: Option<PathBuf>,
     pub quiet: bool,
-    /// Unguarded-program detection (static, setuid, Go) is not built yet; the flag is accepted
-    /// so that CI recipes written against the contract keep working.
-    #[allow(dead_code)]
     pub allow_unguarded: bool,
     pub command_status: bool,
     pub command: Vec<OsString>,

@@ -22,6 +22,11 @@ enum Wire {
         exe: String,
         argv: Vec<String>,
         policy_error: Option<String>,
+        #[serde(default = "yes")]
+        guarded: bool,
+        reason: Option<String>,
+        #[serde(default)]
+        refused: bool,
     },
     Connect(WireAttempt),
     Send(WireAttempt),
@@ -29,6 +34,10 @@ enum Wire {
     End {
         nonce: u64,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize, Debug)]
@@ -79,6 +88,8 @@ pub struct Collector {
     pub pids: HashSet<i32>,
     warned: HashSet<WarnKey>,
     pub malformed: u64,
+    /// Programs block mode refused to run because the guard cannot enter them.
+    pub refused_unguarded: u64,
 }
 
 /// The launcher's end of the event socket.
@@ -171,6 +182,7 @@ impl Collector {
             pids: HashSet::new(),
             warned: HashSet::new(),
             malformed: 0,
+            refused_unguarded: 0,
         }
     }
 
@@ -188,7 +200,14 @@ impl Collector {
                 exe,
                 argv,
                 policy_error,
+                guarded,
+                reason,
+                refused,
             } => {
+                if !guarded {
+                    self.unguarded(pid, ppid, exe, argv, reason.unwrap_or_default(), refused);
+                    return;
+                }
                 if let Some(why) = &policy_error {
                     self.say(format_args!(
                         "{} [pid {pid}] could not obtain its policy ({why}); it denies all egress",
@@ -206,6 +225,7 @@ impl Collector {
                     guarded: true,
                     reason: None,
                     policy_error,
+                    refused: None,
                 }));
             }
             Wire::Connect(a) => self.attempt("connect", a),
@@ -308,6 +328,40 @@ impl Collector {
             program_name(exe),
             a.pid
         ));
+    }
+
+    /// Records a program the library cannot enter: refused (block mode) or run unguarded.
+    pub fn unguarded(
+        &mut self,
+        pid: i32,
+        ppid: i32,
+        exe: String,
+        argv: Vec<String>,
+        reason: String,
+        refused: bool,
+    ) {
+        if refused {
+            self.refused_unguarded += 1;
+            // Not silenced by --quiet: it explains a failure (exit 126 or EACCES from exec).
+            eprintln!("egress-run: refused to run {exe}: {reason}; to run it unguarded: --allow-unguarded");
+        } else {
+            self.say(format_args!("{exe} [pid {pid}] runs UNGUARDED: {reason}"));
+        }
+        if pid > 0 {
+            self.pids.insert(pid);
+            self.exes.insert(pid, exe.clone());
+        }
+        self.lines.push(Line::Process(ProcessLine {
+            kind: "process",
+            pid,
+            ppid,
+            exe,
+            argv,
+            guarded: false,
+            reason: Some(reason),
+            policy_error: None,
+            refused: Some(refused),
+        }));
     }
 
     pub fn mode(&self) -> Mode {

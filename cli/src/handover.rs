@@ -9,7 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::{encode, Locator, Mode, Rule};
+use egress_policy::wire::{encode_with_flags, FLAG_ALLOW_UNGUARDED};
+use egress_policy::{Locator, Mode, Rule};
 
 use crate::Fatal;
 
@@ -22,14 +23,23 @@ pub struct SealedPolicy {
     pub locator: Locator,
 }
 
-pub fn seal_policy(mode: Mode, rules: &[Rule]) -> Result<SealedPolicy, Fatal> {
+pub fn seal_policy(
+    mode: Mode,
+    rules: &[Rule],
+    allow_unguarded: bool,
+) -> Result<SealedPolicy, Fatal> {
     let fail = |what: &str, e: std::io::Error| {
         Fatal::new(
             format!("cannot create the policy memfd ({what}: {e})"),
             "egress-run needs Linux 3.17+ with memfd_create and sealing",
         )
     };
-    let bytes = encode(mode, std::process::id(), rules);
+    let flags = if allow_unguarded {
+        FLAG_ALLOW_UNGUARDED
+    } else {
+        0
+    };
+    let bytes = encode_with_flags(mode, std::process::id(), rules, flags);
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
     let raw = unsafe { libc::memfd_create(c"egress-run-policy".as_ptr(), libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
@@ -129,6 +139,16 @@ pub fn ld_preload(existing: Option<&OsStr>, library: &Path) -> OsString {
     }
     out.push(library.as_os_str());
     out
+}
+
+/// The user's own LD_PRELOAD entries without ours, for a program whose loader cannot take it.
+pub fn ld_preload_without(existing: Option<&OsStr>, library: &Path) -> Option<OsString> {
+    let full = ld_preload(existing, library);
+    let kept = full
+        .as_bytes()
+        .strip_suffix(library.as_os_str().as_bytes())?;
+    let kept = kept.strip_suffix(b":").unwrap_or(kept);
+    (!kept.is_empty()).then(|| OsStr::from_bytes(kept).to_os_string())
 }
 
 #[cfg(test)]

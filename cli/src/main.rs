@@ -5,6 +5,7 @@ mod args;
 mod collector;
 mod handover;
 mod report;
+mod unguarded;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -117,7 +118,7 @@ fn run() -> Result<i32, Fatal> {
         })?),
         None => None,
     };
-    let sealed = handover::seal_policy(config.mode, &config.rules)?;
+    let sealed = handover::seal_policy(config.mode, &config.rules, config.allow_unguarded)?;
     let events = EventSocket::bind(&sealed.locator)?;
     forward_signals();
 
@@ -135,11 +136,35 @@ fn run() -> Result<i32, Fatal> {
         .env(POLICY_ENV, sealed.locator.to_env_value());
     unblock_in_child(&mut cmd);
 
+    // A program the library cannot enter is found before it runs (CONTRACT "Unguarded
+    // programs"): refused in block mode unless --allow-unguarded, else run and reported.
+    let unguarded = unguarded::resolve(&config.command[0])
+        .and_then(|path| unguarded::reason(&path).map(|why| (path, why)));
+    let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
+    if let Some((_, why)) = unguarded {
+        if egress_policy::elf::preload_is_fatal(why) {
+            // Its loader would fail on our library: it runs without it (and so do the
+            // programs it starts, unless they restore it themselves).
+            match handover::ld_preload_without(std::env::var_os("LD_PRELOAD").as_deref(), &library)
+            {
+                Some(kept) => cmd.env("LD_PRELOAD", kept),
+                None => cmd.env_remove("LD_PRELOAD"),
+            };
+        }
+    }
+    let mut child_pid = 0;
+
     let command_status = std::thread::scope(|scope| {
         let receiver = scope.spawn(|| events.run(&mut collector));
-        let status = match cmd.spawn() {
+        let spawned = if refuse {
+            Err(std::io::Error::from(ErrorKind::PermissionDenied))
+        } else {
+            cmd.spawn()
+        };
+        let status = match spawned {
             Ok(mut child) => {
-                CHILD_PID.store(child.id() as i32, Ordering::Release);
+                child_pid = child.id() as i32;
+                CHILD_PID.store(child_pid, Ordering::Release);
                 let status = loop {
                     match child.wait() {
                         Ok(status) => break status,
@@ -160,8 +185,29 @@ fn run() -> Result<i32, Fatal> {
     });
 
     let program = config.command[0].to_string_lossy().into_owned();
+    if let Some((path, why)) = &unguarded {
+        // Its process line goes first: nothing of it can have checked in before.
+        let line = std::mem::take(&mut collector.lines);
+        collector.unguarded(
+            if refuse { 0 } else { child_pid },
+            std::process::id() as i32,
+            path.canonicalize()
+                .unwrap_or_else(|_| path.clone())
+                .to_string_lossy()
+                .into_owned(),
+            config
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            why.to_string(),
+            refuse,
+        );
+        collector.lines.extend(line);
+    }
     let (command_status, exit_code) = match command_status {
         Ok(status) => (Some(status), status),
+        Err(_) if refuse => (None, EXIT_CANNOT_EXECUTE),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             eprintln!("egress-run: {program}: command not found; check the name and PATH");
             (None, EXIT_NOT_FOUND)
@@ -174,8 +220,9 @@ fn run() -> Result<i32, Fatal> {
         }
     };
     let (attempts, denied, destinations) = report::summarize(&collector.lines);
+    // A refused unguarded exec deep in the tree fails the gate like a denied connect.
     let exit_code = if collector.mode() == Mode::Block
-        && denied > 0
+        && (denied > 0 || collector.refused_unguarded > 0)
         && exit_code == 0
         && !config.command_status
     {

@@ -31,6 +31,9 @@ pub struct ProcessLine {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_error: Option<String>,
+    /// For an unguarded program: whether block mode refused to run it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<bool>,
 }
 
 #[derive(Serialize)]

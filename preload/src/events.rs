@@ -268,3 +268,64 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
         send(&loc, w.as_bytes());
     }
 }
+
+/// Records a program the library cannot enter, before `exec` (or after `posix_spawn`, when its
+/// pid is known; 0 when it was refused and never started).
+///
+/// # Safety
+/// `argv` must be null or a NULL-terminated array of NUL-terminated strings.
+pub unsafe fn unguarded(
+    loaded: &Loaded,
+    pid: i32,
+    exe: &[u8],
+    argv: *const *const libc::c_char,
+    reason: &str,
+    refused: bool,
+) {
+    let Some(loc) = loaded.locator else { return };
+    let mut out = [0u8; 8192];
+    let mut w = Buf::new(&mut out);
+    w.str("{\"type\":\"process\",\"pid\":");
+    // SAFETY: getpid/getppid have no preconditions.
+    let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };
+    // An exec keeps the pid: the program runs as this process. A spawned child's parent is us.
+    let (pid, ppid) = if pid == me { (me, parent) } else { (pid, me) };
+    w.int(i64::from(pid));
+    w.str(",\"ppid\":");
+    w.int(i64::from(ppid));
+    w.str(",\"exe\":");
+    w.json_str(exe);
+    w.str(",\"argv\":[");
+    let mut at = argv;
+    let mut first = true;
+    while !at.is_null() {
+        // SAFETY: within the caller's NULL-terminated array.
+        let arg = unsafe { *at };
+        if arg.is_null() {
+            break;
+        }
+        // SAFETY: a NUL-terminated string of the array.
+        let arg = unsafe { std::ffi::CStr::from_ptr(arg) }.to_bytes();
+        if w.remaining() < arg.len() * 6 + 400 {
+            w.str(if first { "\"...\"" } else { ",\"...\"" });
+            break;
+        }
+        if !first {
+            w.str(",");
+        }
+        first = false;
+        w.json_str(arg);
+        // SAFETY: the next slot exists because this one was not the terminator.
+        at = unsafe { at.add(1) };
+    }
+    w.str("],\"guarded\":false,\"reason\":");
+    w.json_str(reason.as_bytes());
+    w.str(if refused {
+        ",\"refused\":true}"
+    } else {
+        ",\"refused\":false}"
+    });
+    if !w.truncated() {
+        send(&loc, w.as_bytes());
+    }
+}

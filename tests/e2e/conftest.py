@@ -470,7 +470,8 @@ def parse_report(raw, returncode=None, mode=None):
             problems.append(f"summary.destinations {got} do not group the attempt lines {want}")
         if returncode is not None and summary.get("exit_code") != returncode:
             problems.append(f"summary.exit_code is {summary.get('exit_code')}, egress-run exited {returncode}")
-        pids = {o.get("pid") for o in lines if o.get("type") == "process"}
+        # pid 0: a program egress-run refused to start; it never was a process.
+        pids = {o.get("pid") for o in lines if o.get("type") == "process" and o.get("pid") != 0}
         if summary.get("processes", 0) < len(pids):
             problems.append(f"summary.processes is {summary.get('processes')} but {len(pids)} pids have process lines")
     if mode is not None:

@@ -2,6 +2,7 @@
 //! matcher, the policy's sealed binary form, and the names both sides agree on.
 #![forbid(unsafe_code)]
 
+pub mod elf;
 pub mod rule;
 pub mod wire;
 

@@ -5,7 +5,7 @@
 //! Layout (little-endian):
 //! ```text
 //! header  64 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
-//!                   total_len:u32 reserved:u32 checksum:u64 reserved[24]
+//!                   total_len:u32 flags:u32 checksum:u64 reserved[24]
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
@@ -95,8 +95,16 @@ fn fnv1a(bytes: &[u8], skip: std::ops::Range<usize>) -> u64 {
     h
 }
 
+/// Policy flag: run programs the library cannot enter (`--allow-unguarded`).
+pub const FLAG_ALLOW_UNGUARDED: u32 = 1;
+
 /// Encodes a policy. Rules keep their order: the first matching rule is the one reported.
 pub fn encode(mode: Mode, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
+    encode_with_flags(mode, launcher_pid, rules, 0)
+}
+
+/// `encode` with policy flags (`FLAG_*`).
+pub fn encode_with_flags(mode: Mode, launcher_pid: u32, rules: &[Rule], flags: u32) -> Vec<u8> {
     let mut strings = Vec::new();
     let mut records = Vec::with_capacity(rules.len() * RULE_LEN);
     for rule in rules {
@@ -141,7 +149,7 @@ pub fn encode(mode: Mode, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
     out.extend_from_slice(&launcher_pid.to_le_bytes());
     out.extend_from_slice(&(rules.len() as u32).to_le_bytes());
     out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes());
     out.resize(HEADER_LEN, 0);
     out.extend_from_slice(&records);
@@ -270,6 +278,11 @@ impl<'a> PolicyView<'a> {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// True when programs the library cannot enter may run (`--allow-unguarded`).
+    pub fn allow_unguarded(&self) -> bool {
+        u32_at(self.bytes, 28) & FLAG_ALLOW_UNGUARDED != 0
     }
 
     pub fn launcher_pid(&self) -> u32 {

@@ -12,15 +12,40 @@ use std::ffi::CStr;
 
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
+use egress_policy::elf::{classify, preload_is_fatal, secure_exec_reason, Program};
+use egress_policy::Mode;
+
+use crate::events;
 use crate::guard;
 use crate::real;
 use crate::state;
+use crate::verdict::{set_errno, REFUSED_ERRNO};
 
 const PRELOAD_KEY: &[u8] = b"LD_PRELOAD=";
 const POLICY_KEY: &[u8] = b"EGRESS_RUN_POLICY=";
 
 extern "C" {
     static environ: *const *const c_char;
+}
+
+/// Appends strings into the string area of a `GuardedEnv` mapping (sized beforehand).
+struct Arena<'a> {
+    text: &'a mut [u8],
+    at: usize,
+}
+
+impl Arena<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.text[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    /// Ends the string begun at `start` with a NUL and returns a pointer to it.
+    fn finish(&mut self, start: usize) -> *const c_char {
+        self.text[self.at] = 0;
+        self.at += 1;
+        self.text[start..].as_ptr().cast()
+    }
 }
 
 /// An environment with the guard restored, in an anonymous mapping of its own.
@@ -68,12 +93,203 @@ unsafe fn entries(envp: *const *const c_char) -> impl Iterator<Item = *const c_c
     })
 }
 
+/// Why the guard cannot enter the program at `path` (NUL-terminated), following one `#!`
+/// interpreter. Reads the file with plain system calls into stack buffers.
+fn unguardable(path: &[u8], depth: u32) -> Option<&'static str> {
+    // SAFETY: path is NUL-terminated (callers build it so); open is not hooked.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None; // the kernel will answer the exec itself
+    }
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is writable; fgetxattr with a null buffer of size 0 only asks for the size.
+    let (stat_ok, caps) = unsafe {
+        (
+            libc::fstat(fd, &mut st) == 0,
+            libc::fgetxattr(fd, c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0,
+        )
+    };
+    let mut head = [0u8; 256];
+    let program = if !stat_ok || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        Program::Unknown
+    } else if let Some(why) = secure_exec_reason(st.st_mode, caps) {
+        Program::Unguarded(why)
+    } else {
+        let mut read_at = |off: u64, buf: &mut [u8]| -> usize {
+            // SAFETY: buf is writable for its length; pread on our own descriptor.
+            let n =
+                unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
+            n.max(0) as usize
+        };
+        classify(&mut read_at, &mut head)
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    match program {
+        Program::Unguarded(why) => Some(why),
+        Program::Script { start, end } if depth == 0 && end - start < 255 => {
+            let mut interp = [0u8; 256];
+            interp[..end - start].copy_from_slice(&head[start..end]);
+            unguardable(&interp[..end - start + 1], 1)
+        }
+        _ => None,
+    }
+}
+
+/// Writes the concatenation of `parts` and a NUL into `out`; returns the length with the NUL.
+fn join_into(out: &mut [u8; 4096], parts: &[&[u8]]) -> Option<usize> {
+    let mut at = 0;
+    for p in parts {
+        out.get_mut(at..at + p.len())?.copy_from_slice(p);
+        at += p.len();
+    }
+    *out.get_mut(at)? = 0;
+    Some(at + 1)
+}
+
+/// The file execvp would run for `file`: itself when it has a '/', else the first executable
+/// regular file named so in PATH. Written NUL-terminated into `out`; returns its length + 1.
+fn locate(file: &[u8], out: &mut [u8; 4096]) -> Option<usize> {
+    if file.contains(&b'/') {
+        return join_into(out, &[file]);
+    }
+    // SAFETY: a NUL-terminated name; getenv neither allocates nor locks.
+    let path = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    let path: &[u8] = if path.is_null() {
+        b"/bin:/usr/bin"
+    } else {
+        // SAFETY: getenv returned a NUL-terminated string.
+        unsafe { CStr::from_ptr(path) }.to_bytes()
+    };
+    for dir in path.split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let Some(len) = join_into(out, &[dir, b"/", file]) else {
+            continue;
+        };
+        // SAFETY: out holds a NUL-terminated path; an all-zero stat is valid to overwrite.
+        let runnable = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::access(out.as_ptr().cast(), libc::X_OK) == 0
+                && libc::stat(out.as_ptr().cast(), &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        };
+        if runnable {
+            return Some(len);
+        }
+    }
+    None
+}
+
+/// What an exec or spawn of a program may do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Proceed,
+    /// The guard cannot enter it, and block mode refuses it.
+    Refuse,
+    /// The guard cannot enter it, but it may run (audit mode, `--allow-unguarded`). An exec is
+    /// recorded already; a spawn is recorded by the caller once its pid is known.
+    RunUnguarded(&'static str),
+}
+
+/// Decides whether `file` (searched in PATH when `search`) may be executed, and records a
+/// program the guard cannot enter. `spawn` defers the record of an allowed one to the caller.
+///
+/// # Safety
+/// `file` must be null or NUL-terminated; `argv` null or a NULL-terminated string array.
+unsafe fn gate(file: *const c_char, search: bool, argv: *const *const c_char, spawn: bool) -> Gate {
+    if file.is_null() || guard::active() {
+        return Gate::Proceed;
+    }
+    // SAFETY: a NUL-terminated string from the caller.
+    let file = unsafe { CStr::from_ptr(file) }.to_bytes();
+    guard::with_guard(
+        || Gate::Proceed,
+        || {
+            let loaded = state::ensure_init();
+            let mut found = [0u8; 4096];
+            let len = if search {
+                locate(file, &mut found)
+            } else {
+                join_into(&mut found, &[file])
+            };
+            let Some(len) = len else {
+                return Gate::Proceed;
+            };
+            let Some(why) = unguardable(&found[..len], 0) else {
+                return Gate::Proceed;
+            };
+            let allowed = match loaded.policy {
+                Ok(view) => view.mode() == Mode::Audit || view.allow_unguarded(),
+                Err(_) => false,
+            };
+            let exe = &found[..len - 1];
+            if !allowed || !spawn {
+                // SAFETY: getpid has no preconditions; argv as the caller promises.
+                unsafe {
+                    let pid = if spawn { 0 } else { libc::getpid() };
+                    events::unguarded(&loaded, pid, exe, argv, why, !allowed);
+                }
+            }
+            if allowed {
+                Gate::RunUnguarded(why)
+            } else {
+                Gate::Refuse
+            }
+        },
+    )
+}
+
+/// Records a spawned program the guard cannot enter, now that its pid is known.
+///
+/// # Safety
+/// As for `gate`.
+unsafe fn record_spawned(
+    pid: pid_t,
+    file: *const c_char,
+    argv: *const *const c_char,
+    why: &'static str,
+) {
+    if guard::active() || file.is_null() {
+        return;
+    }
+    guard::with_guard(
+        || (),
+        || {
+            if let Some(loaded) = state::current() {
+                // SAFETY: file and argv as the caller promises.
+                unsafe {
+                    let file = CStr::from_ptr(file).to_bytes();
+                    events::unguarded(&loaded, pid, file, argv, why, false)
+                };
+            }
+        },
+    )
+}
+
 /// `envp` with this library in `LD_PRELOAD` and our policy locator, or None when it already
 /// has both (or the guard has nothing to restore).
 ///
 /// # Safety
 /// `envp` must be null or a NULL-terminated array of NUL-terminated strings.
 unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
+    // SAFETY: as the caller promises.
+    unsafe { rebuild(envp, false) }
+}
+
+/// `envp` without this library in `LD_PRELOAD`, for a program whose loader fails on it (musl),
+/// or None when it is not there.
+///
+/// # Safety
+/// As for `restore`.
+unsafe fn strip(envp: *const *const c_char) -> Option<GuardedEnv> {
+    // SAFETY: as the caller promises.
+    unsafe { rebuild(envp, true) }
+}
+
+/// # Safety
+/// As for `restore`.
+unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv> {
     if guard::active() {
         return None;
     }
@@ -99,7 +315,9 @@ unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
                     policy_ok = policy_ok || v == policy;
                 }
             }
-            let preload_ok = preload.is_some_and(|v| has_token(v, lib));
+            let has_lib = preload.is_some_and(|v| has_token(v, lib));
+            let preload_ok = if strip { !has_lib } else { has_lib };
+            let policy_ok = policy_ok || strip;
             if preload_ok && policy_ok {
                 return None;
             }
@@ -142,30 +360,62 @@ unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
                     n += 1;
                 }
             }
-            let mut at = 0;
-            let mut put = |parts: &[&[u8]]| -> *const c_char {
-                let start = at;
-                for p in parts {
-                    text[at..at + p.len()].copy_from_slice(p);
-                    at += p.len();
+            let mut arena = Arena { text, at: 0 };
+            if !preload_ok && !strip {
+                let start = arena.at;
+                arena.push(PRELOAD_KEY);
+                if !kept.is_empty() {
+                    arena.push(kept);
+                    arena.push(b":");
                 }
-                text[at] = 0;
-                at += 1;
-                text[start..].as_ptr().cast()
-            };
-            if !preload_ok {
-                let sep: &[u8] = if kept.is_empty() { b"" } else { b":" };
-                table[n] = put(&[PRELOAD_KEY, kept, sep, lib]);
+                arena.push(lib);
+                table[n] = arena.finish(start);
                 n += 1;
             }
+            if !preload_ok && strip {
+                // Every entry but ours, ':'-separated; no entry at all when none is left.
+                let others = || {
+                    kept.split(|b| *b == b':' || *b == b' ')
+                        .filter(|t| !t.is_empty() && *t != lib)
+                };
+                if others().next().is_some() {
+                    let start = arena.at;
+                    arena.push(PRELOAD_KEY);
+                    for (i, t) in others().enumerate() {
+                        if i > 0 {
+                            arena.push(b":");
+                        }
+                        arena.push(t);
+                    }
+                    table[n] = arena.finish(start);
+                    n += 1;
+                }
+            }
             if !policy_ok {
-                table[n] = put(&[POLICY_KEY, policy]);
+                let start = arena.at;
+                arena.push(POLICY_KEY);
+                arena.push(policy);
+                table[n] = arena.finish(start);
                 n += 1;
             }
             table[n] = std::ptr::null();
             Some(env)
         },
     )
+}
+
+/// The environment a program gets: the guard restored, or removed for a program whose loader
+/// fails on it (it runs unguarded either way, and was recorded so).
+///
+/// # Safety
+/// As for `restore`.
+unsafe fn env_for(gate: Gate, envp: *const *const c_char) -> Option<GuardedEnv> {
+    match gate {
+        // SAFETY: as the caller promises.
+        Gate::RunUnguarded(why) if preload_is_fatal(why) => unsafe { strip(envp) },
+        // SAFETY: as the caller promises.
+        _ => unsafe { restore(envp) },
+    }
 }
 
 /// # Safety
@@ -176,8 +426,14 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: the caller's path and argv.
+    let gate = unsafe { gate(path, false, argv, false) };
+    if gate == Gate::Refuse {
+        set_errno(REFUSED_ERRNO);
+        return -1;
+    }
     // SAFETY: envp is the caller's environment array.
-    let fixed = unsafe { restore(envp) };
+    let fixed = unsafe { env_for(gate, envp) };
     let envp = fixed.as_ref().map_or(envp, GuardedEnv::envp);
     // SAFETY: execve's C signature, with the caller's arguments and a valid environment.
     match unsafe { real::func::<real::ExecveFn>(&real::EXECVE) } {
@@ -195,8 +451,14 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: the caller's file and argv.
+    let gate = unsafe { gate(file, true, argv, false) };
+    if gate == Gate::Refuse {
+        set_errno(REFUSED_ERRNO);
+        return -1;
+    }
     // SAFETY: envp is the caller's environment array.
-    let fixed = unsafe { restore(envp) };
+    let fixed = unsafe { env_for(gate, envp) };
     let envp = fixed.as_ref().map_or(envp, GuardedEnv::envp);
     // SAFETY: execvpe's C signature, with the caller's arguments and a valid environment.
     match unsafe { real::func::<real::ExecveFn>(&real::EXECVPE) } {
@@ -210,8 +472,14 @@ pub unsafe extern "C" fn execvpe(
 /// Called by C with execv(3)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: the caller's path and argv.
+    let gate = unsafe { gate(path, false, argv, false) };
+    if gate == Gate::Refuse {
+        set_errno(REFUSED_ERRNO);
+        return -1;
+    }
     // SAFETY: environ is the process's environment array.
-    let fixed = unsafe { restore(environ) };
+    let fixed = unsafe { env_for(gate, environ) };
     // SAFETY: execve's C signature; environ or our restored copy of it.
     let envp = fixed.as_ref().map_or(unsafe { environ }, GuardedEnv::envp);
     // SAFETY: as above.
@@ -226,8 +494,14 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 /// Called by C with execvp(3)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: the caller's file and argv.
+    let gate = unsafe { gate(file, true, argv, false) };
+    if gate == Gate::Refuse {
+        set_errno(REFUSED_ERRNO);
+        return -1;
+    }
     // SAFETY: environ is the process's environment array.
-    let fixed = unsafe { restore(environ) };
+    let fixed = unsafe { env_for(gate, environ) };
     // SAFETY: environ or our restored copy of it.
     let envp = fixed.as_ref().map_or(unsafe { environ }, GuardedEnv::envp);
     // SAFETY: execvpe's C signature, searching PATH like execvp.
@@ -247,7 +521,8 @@ pub unsafe extern "C" fn fexecve(
     envp: *const *const c_char,
 ) -> c_int {
     // SAFETY: envp is the caller's environment array.
-    let fixed = unsafe { restore(envp) };
+    // Not classified yet (a descriptor, not a path): the guard is restored as for execve.
+    let fixed = unsafe { env_for(Gate::Proceed, envp) };
     let envp = fixed.as_ref().map_or(envp, GuardedEnv::envp);
     // SAFETY: fexecve's C signature, with the caller's arguments and a valid environment.
     match unsafe { real::func::<real::FexecveFn>(&real::FEXECVE) } {
@@ -268,15 +543,25 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's path and argv.
+    let gate = unsafe { gate(path, false, argv.cast(), true) };
+    if gate == Gate::Refuse {
+        return REFUSED_ERRNO;
+    }
     // SAFETY: envp is the caller's environment array.
-    let fixed = unsafe { restore(envp.cast()) };
+    let fixed = unsafe { env_for(gate, envp.cast()) };
     let envp = fixed.as_ref().map_or(envp, |e| e.envp().cast());
     // SAFETY: posix_spawn's C signature, with the caller's arguments and a valid environment.
-    match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWN) } {
+    let rc = match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWN) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(pid, path, actions, attr, argv, envp) },
         None => libc::ENOSYS,
+    };
+    if let (Gate::RunUnguarded(why), 0, false) = (gate, rc, pid.is_null()) {
+        // SAFETY: on success libc stored the child's pid; file and argv are the caller's.
+        unsafe { record_spawned(*pid, path, argv.cast(), why) };
     }
+    rc
 }
 
 /// # Safety
@@ -290,15 +575,25 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's file and argv.
+    let gate = unsafe { gate(file, true, argv.cast(), true) };
+    if gate == Gate::Refuse {
+        return REFUSED_ERRNO;
+    }
     // SAFETY: envp is the caller's environment array.
-    let fixed = unsafe { restore(envp.cast()) };
+    let fixed = unsafe { env_for(gate, envp.cast()) };
     let envp = fixed.as_ref().map_or(envp, |e| e.envp().cast());
     // SAFETY: posix_spawnp's C signature, with the caller's arguments and a valid environment.
-    match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWNP) } {
+    let rc = match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWNP) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(pid, file, actions, attr, argv, envp) },
         None => libc::ENOSYS,
+    };
+    if let (Gate::RunUnguarded(why), 0, false) = (gate, rc, pid.is_null()) {
+        // SAFETY: on success libc stored the child's pid; file and argv are the caller's.
+        unsafe { record_spawned(*pid, file, argv.cast(), why) };
     }
+    rc
 }
 
 #[cfg(test)]

@@ -1,0 +1,68 @@
+//! Programs the guard cannot enter (CONTRACT "Unguarded programs"), found before they run.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use egress_policy::elf::{classify, secure_exec_reason, Program};
+
+/// Finds COMMAND the way execvp does: a name with a '/' is a path, others are looked up in PATH.
+pub fn resolve(program: &OsStr) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
+    std::env::split_paths(&path)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+        })
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn has_file_caps(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and name; a null buffer of size 0 only asks for the size.
+    unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        ) >= 0
+    }
+}
+
+/// Why the guard cannot enter the program at `path` (following one `#!` interpreter).
+pub fn reason(path: &Path) -> Option<&'static str> {
+    reason_at(path, 0)
+}
+
+fn reason_at(path: &Path, depth: u32) -> Option<&'static str> {
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if let Some(why) = secure_exec_reason(meta.mode(), has_file_caps(path)) {
+        return Some(why);
+    }
+    let mut head = [0u8; 256];
+    let mut read_at = |off: u64, buf: &mut [u8]| file.read_at(buf, off).unwrap_or(0);
+    match classify(&mut read_at, &mut head) {
+        Program::Unguarded(why) => Some(why),
+        Program::Script { start, end } if depth == 0 => {
+            let interp = PathBuf::from(OsStr::from_bytes(&head[start..end]));
+            reason_at(&interp, 1)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,172 @@
+//! Which programs the guard library cannot enter, decided from the file before it runs.
+//!
+//! Pure and allocation-free: the caller supplies a reader, so the same code serves the
+//! launcher (for COMMAND) and the library's exec hooks (deep in the tree, where no heap may
+//! be used).
+
+/// What a file is, as far as the guard is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// A dynamically linked program for this architecture and glibc's loader.
+    Guardable,
+    /// A `#!` script; its interpreter (bytes `start..end` of the first line) decides.
+    Script { start: usize, end: usize },
+    /// The library cannot load into it: why.
+    Unguarded(&'static str),
+    /// Not a program we recognise (the kernel will refuse it or run it as it sees fit).
+    Unknown,
+}
+
+#[cfg(target_arch = "x86_64")]
+const OUR_MACHINE: u16 = 62;
+#[cfg(target_arch = "aarch64")]
+const OUR_MACHINE: u16 = 183;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const OUR_MACHINE: u16 = 0;
+
+const MUSL: &str = "musl program: the glibc guard library cannot load into it";
+const UNKNOWN_LOADER: &str =
+    "program with an unknown dynamic loader: the guard library cannot load into it";
+
+/// True when the program's loader fails outright (instead of ignoring the library) if our
+/// library is in `LD_PRELOAD`: to run such a program unguarded, the library must be removed
+/// from its environment.
+pub fn preload_is_fatal(reason: &str) -> bool {
+    reason == MUSL || reason == UNKNOWN_LOADER
+}
+
+const PT_INTERP: u32 = 3;
+const PT_NOTE: u32 = 4;
+const NT_GO_BUILDID: u32 = 4;
+
+/// Mode bits and capabilities that make the loader ignore `LD_PRELOAD` (secure execution).
+pub fn secure_exec_reason(mode: u32, has_file_caps: bool) -> Option<&'static str> {
+    if mode & 0o4000 != 0 {
+        Some("setuid program: the loader ignores LD_PRELOAD for it")
+    } else if mode & 0o2000 != 0 {
+        Some("setgid program: the loader ignores LD_PRELOAD for it")
+    } else if has_file_caps {
+        Some("program with file capabilities: the loader ignores LD_PRELOAD for it")
+    } else {
+        None
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Classifies a file. `read_at(offset, buf)` fills `buf` from the file and returns the number
+/// of bytes read. `head` is a scratch buffer that receives the first bytes (for `Script`).
+pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8; 256]) -> Program {
+    let n = read_at(0, head);
+    let h = &head[..n];
+    if h.starts_with(b"#!") {
+        let line_end = h.iter().position(|&b| b == b'\n').unwrap_or(h.len());
+        let line = &h[2..line_end];
+        let start = 2 + line
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(line.len());
+        let rest = &h[start..line_end];
+        let end = start
+            + rest
+                .iter()
+                .position(|b| b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+        return if end > start {
+            Program::Script { start, end }
+        } else {
+            Program::Unknown
+        };
+    }
+    if n < 64 || &h[..4] != b"\x7fELF" {
+        return Program::Unknown;
+    }
+    if h[4] != 2 {
+        return Program::Unguarded("32-bit program: the 64-bit guard library cannot load into it");
+    }
+    if h[5] != 1 || u16_at(h, 18) != OUR_MACHINE {
+        return Program::Unguarded(
+            "program for another architecture: the guard library cannot load into it",
+        );
+    }
+    let phoff = u64_at(h, 32);
+    let phentsize = u64::from(u16_at(h, 54));
+    let phnum = u64::from(u16_at(h, 56)).min(256);
+    if phentsize < 56 {
+        return Program::Unknown;
+    }
+    let mut interp = None;
+    let mut go = false;
+    let mut ph = [0u8; 56];
+    for i in 0..phnum {
+        if read_at(phoff + i * phentsize, &mut ph) < 56 {
+            return Program::Unknown;
+        }
+        let (ty, off, size) = (u32_at(&ph, 0), u64_at(&ph, 8), u64_at(&ph, 32));
+        match ty {
+            PT_INTERP => interp = Some((off, size)),
+            PT_NOTE if !go => go = has_go_note(read_at, off, size),
+            _ => {}
+        }
+    }
+    if go {
+        return Program::Unguarded(
+            "Go program: it makes system calls directly, which the guard library does not see",
+        );
+    }
+    let Some((off, size)) = interp else {
+        return Program::Unguarded("statically linked: no dynamic loader reads LD_PRELOAD");
+    };
+    let mut path = [0u8; 128];
+    let len = (size as usize).min(path.len());
+    let got = read_at(off, &mut path[..len]);
+    let path = &path[..got];
+    let path = path.split(|&b| b == 0).next().unwrap_or(path);
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    if base.starts_with(b"ld-linux") {
+        Program::Guardable
+    } else if base.starts_with(b"ld-musl") {
+        Program::Unguarded(MUSL)
+    } else {
+        Program::Unguarded(UNKNOWN_LOADER)
+    }
+}
+
+/// True when the note segment at `off..off+size` holds a Go build-id note.
+fn has_go_note(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, off: u64, size: u64) -> bool {
+    let mut buf = [0u8; 512];
+    let len = (size as usize).min(buf.len());
+    let n = read_at(off, &mut buf[..len]);
+    let notes = &buf[..n];
+    let mut at = 0;
+    while at + 12 <= notes.len() {
+        let namesz = u32_at(notes, at) as usize;
+        let descsz = u32_at(notes, at + 4) as usize;
+        let ty = u32_at(notes, at + 8);
+        let name = notes.get(at + 12..at + 12 + namesz).unwrap_or(&[]);
+        if ty == NT_GO_BUILDID && name.starts_with(b"Go\0") {
+            return true;
+        }
+        let next = at
+            .saturating_add(12)
+            .saturating_add(namesz.next_multiple_of(4))
+            .saturating_add(descsz.next_multiple_of(4));
+        if next <= at {
+            break;
+        }
+        at = next;
+    }
+    false
+}
