@@ -239,6 +239,7 @@ fn run() -> Result<i32, Fatal> {
         attempts,
         denied,
         destinations,
+        still_running: report::still_running(&collector.pids),
     };
     // A command that never started has nothing to summarise; its error was printed above.
     if !config.quiet && command_status.is_some() {

@@ -84,6 +84,27 @@ pub struct SummaryLine {
     pub attempts: u64,
     pub denied: u64,
     pub destinations: Vec<Destination>,
+    /// Guarded processes still alive when COMMAND ended (daemons); their later attempts are
+    /// not in this report.
+    pub still_running: Vec<i32>,
+}
+
+/// The pids among `pids` that are still alive (not zombies) now.
+pub fn still_running(pids: &std::collections::HashSet<i32>) -> Vec<i32> {
+    let mut alive: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&pid| {
+            pid > 0
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    // The state follows the parenthesised command name.
+                    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+                    !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+                })
+        })
+        .collect();
+    alive.sort_unstable();
+    alive
 }
 
 /// Totals over the attempt lines, and destinations grouped across processes.
@@ -202,6 +223,17 @@ pub fn human_summary(
         out.push_str(&format!(
             "  ... and {} more destinations\n",
             dests.len() - SHOWN
+        ));
+    }
+    if !summary.still_running.is_empty() {
+        let pids: Vec<String> = summary
+            .still_running
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        out.push_str(&format!(
+            "egress-run: still running after the command ended: pid {}; their later attempts are not recorded\n",
+            pids.join(", ")
         ));
     }
     if let Some(path) = report {

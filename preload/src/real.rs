@@ -52,8 +52,9 @@ pub static EXECVPE: Real = Real::new(b"execvpe\0");
 pub static FEXECVE: Real = Real::new(b"fexecve\0");
 pub static POSIX_SPAWN: Real = Real::new(b"posix_spawn\0");
 pub static POSIX_SPAWNP: Real = Real::new(b"posix_spawnp\0");
+pub static SYSCALL: Real = Real::new(b"syscall\0");
 
-static ALL: [&Real; 14] = [
+static ALL: [&Real; 15] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -68,6 +69,7 @@ static ALL: [&Real; 14] = [
     &FEXECVE,
     &POSIX_SPAWN,
     &POSIX_SPAWNP,
+    &SYSCALL,
 ];
 
 pub fn resolve_all() {

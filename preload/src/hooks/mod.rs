@@ -5,6 +5,7 @@ pub mod connect;
 pub mod exec;
 pub mod resolve;
 pub mod send;
+pub mod syscall;
 
 use egress_policy::Mode;
 

@@ -12,7 +12,13 @@ use crate::sock::{self, Dest};
 use crate::state::Loaded;
 use crate::verdict::{refused_call, Action};
 
-fn decide_send(loaded: &Loaded, fd: c_int, dest: Dest, flags: c_int, call: &'static str) -> Action {
+pub(crate) fn decide_send(
+    loaded: &Loaded,
+    fd: c_int,
+    dest: Dest,
+    flags: c_int,
+    call: &'static str,
+) -> Action {
     let (Dest::Inet { ip, port }, Some((ty, proto))) = (dest, sock::socket_kind(fd)) else {
         return Action::Proceed;
     };
@@ -44,7 +50,7 @@ fn decide_send(loaded: &Loaded, fd: c_int, dest: Dest, flags: c_int, call: &'sta
 ///
 /// # Safety
 /// `msg` must be null or point to a readable msghdr whose name fields describe readable memory.
-unsafe fn msg_dest(msg: *const msghdr) -> Dest {
+pub(crate) unsafe fn msg_dest(msg: *const msghdr) -> Dest {
     if msg.is_null() {
         return Dest::Other;
     }
