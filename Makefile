@@ -4,7 +4,10 @@ CARGO ?= cargo
 PYTHON ?= python3
 RELEASE := target/release
 
-.PHONY: all build test unit e2e lint demo bench install uninstall clean
+.PHONY: all build test unit fuzz e2e lint demo bench install uninstall clean
+
+# Cases per property when fuzzing the rule parser and the policy decoder (bounded, for CI).
+FUZZ_CASES ?= 20000
 
 all: build
 
@@ -12,10 +15,15 @@ build:
 	$(CARGO) build --release --workspace
 
 # Unit and property tests, then every end-to-end test inside a private network namespace.
-test: build unit e2e
+test: build unit fuzz e2e
 
 unit:
 	$(CARGO) test --release --workspace
+
+# The property tests are the fuzz targets (stable Rust has no cargo-fuzz): arbitrary and
+# mutated rules and policies must never panic, hang or be accepted wrongly.
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p egress-policy --test props
 
 e2e: build
 	scripts/sandbox.sh $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider
