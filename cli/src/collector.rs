@@ -88,6 +88,8 @@ pub struct Collector {
     pub pids: HashSet<i32>,
     warned: HashSet<WarnKey>,
     pub malformed: u64,
+    /// Identical attempts arrive as byte-identical datagrams: fold those before parsing.
+    raw_fold: HashMap<Box<[u8]>, usize>,
     /// Programs block mode refused to run because the guard cannot enter them.
     pub refused_unguarded: u64,
 }
@@ -142,10 +144,22 @@ impl EventSocket {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
-            match serde_json::from_slice::<Wire>(&buf[..n]) {
+            let raw = &buf[..n];
+            if collector.fold_raw(raw) {
+                continue;
+            }
+            match serde_json::from_slice::<Wire>(raw) {
                 Ok(Wire::End { nonce }) if nonce == self.nonce => return,
                 Ok(Wire::End { .. }) => collector.malformed += 1,
-                Ok(event) => collector.handle(event),
+                Ok(event) => {
+                    let before = collector.lines.len();
+                    let attempt =
+                        matches!(event, Wire::Connect(_) | Wire::Send(_) | Wire::Resolve(_));
+                    collector.handle(event);
+                    if attempt && collector.lines.len() == before + 1 {
+                        collector.raw_fold.insert(raw.into(), before);
+                    }
+                }
                 Err(_) => collector.malformed += 1,
             }
         }
@@ -182,6 +196,7 @@ impl Collector {
             pids: HashSet::new(),
             warned: HashSet::new(),
             malformed: 0,
+            raw_fold: HashMap::new(),
             refused_unguarded: 0,
         }
     }
@@ -189,6 +204,19 @@ impl Collector {
     fn say(&self, msg: std::fmt::Arguments) {
         if !self.quiet {
             let _ = writeln!(std::io::stderr().lock(), "egress-run: {msg}");
+        }
+    }
+
+    /// Counts a datagram identical to an attempt already recorded; false when it is new.
+    fn fold_raw(&mut self, raw: &[u8]) -> bool {
+        match self.raw_fold.get(raw) {
+            Some(&i) => {
+                if let Line::Attempt(line) = &mut self.lines[i] {
+                    line.count += 1;
+                }
+                true
+            }
+            None => false,
         }
     }
 
