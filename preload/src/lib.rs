@@ -8,6 +8,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod decide;
+mod dns_sockets;
+mod dnsmsg;
 mod events;
 mod fmt;
 mod guard;

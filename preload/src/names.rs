@@ -51,12 +51,28 @@ pub fn is_localhost(name: &[u8]) -> bool {
         || (name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(b".localhost"))
 }
 
-/// True when `name` appears in `/etc/hosts`. Streams the file through a small stack buffer.
+/// True when `name` appears in `/etc/hosts`.
 pub fn in_etc_hosts(name: &[u8]) -> bool {
     let name = name.strip_suffix(b".").unwrap_or(name);
-    if name.is_empty() {
-        return false;
-    }
+    !name.is_empty() && any_hosts_line(|line| line_names(line, name))
+}
+
+/// True when `ip` is the address of a line of `/etc/hosts` (a reverse lookup answered there).
+pub fn addr_in_etc_hosts(ip: IpAddr) -> bool {
+    let ip = egress_policy::canonical_ip(ip);
+    any_hosts_line(|line| line_addr(line).is_some_and(|a| egress_policy::canonical_ip(a) == ip))
+}
+
+fn line_addr(line: &[u8]) -> Option<IpAddr> {
+    let first = line
+        .split(|b| b.is_ascii_whitespace())
+        .find(|f| !f.is_empty())?;
+    std::str::from_utf8(first).ok()?.parse().ok()
+}
+
+/// True when `pred` holds for a line of `/etc/hosts`. Streams the file through a small stack
+/// buffer; a line longer than the buffer is skipped.
+fn any_hosts_line(mut pred: impl FnMut(&[u8]) -> bool) -> bool {
     // SAFETY: a NUL-terminated literal path; open is not hooked.
     let fd = unsafe { libc::open(c"/etc/hosts".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -76,7 +92,7 @@ pub fn in_etc_hosts(name: &[u8]) -> bool {
         let eof = n == 0;
         let mut start = 0;
         while let Some(nl) = buf[start..end].iter().position(|&b| b == b'\n') {
-            if !skipping && line_names(&buf[start..start + nl], name) {
+            if !skipping && pred(&buf[start..start + nl]) {
                 found = true;
             }
             skipping = false;
@@ -86,7 +102,7 @@ pub fn in_etc_hosts(name: &[u8]) -> bool {
             break;
         }
         if eof {
-            if !skipping && line_names(&buf[start..end], name) {
+            if !skipping && pred(&buf[start..end]) {
                 found = true;
             }
             break;

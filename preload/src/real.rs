@@ -53,8 +53,20 @@ pub static FEXECVE: Real = Real::new(b"fexecve\0");
 pub static POSIX_SPAWN: Real = Real::new(b"posix_spawn\0");
 pub static POSIX_SPAWNP: Real = Real::new(b"posix_spawnp\0");
 pub static SYSCALL: Real = Real::new(b"syscall\0");
+pub static RES_QUERY: Real = Real::new(b"res_query\0");
+pub static RES_SEARCH: Real = Real::new(b"res_search\0");
+pub static RES_QUERYDOMAIN: Real = Real::new(b"res_querydomain\0");
+pub static RES_SEND: Real = Real::new(b"res_send\0");
+pub static RES_NQUERY: Real = Real::new(b"res_nquery\0");
+pub static RES_NSEARCH: Real = Real::new(b"res_nsearch\0");
+pub static RES_NQUERYDOMAIN: Real = Real::new(b"res_nquerydomain\0");
+pub static RES_NSEND: Real = Real::new(b"res_nsend\0");
+pub static GETHOSTBYADDR: Real = Real::new(b"gethostbyaddr\0");
+pub static GETHOSTBYADDR_R: Real = Real::new(b"gethostbyaddr_r\0");
+pub static GETNAMEINFO: Real = Real::new(b"getnameinfo\0");
+pub static SEND: Real = Real::new(b"send\0");
 
-static ALL: [&Real; 15] = [
+static ALL: [&Real; 27] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -70,6 +82,18 @@ static ALL: [&Real; 15] = [
     &POSIX_SPAWN,
     &POSIX_SPAWNP,
     &SYSCALL,
+    &RES_QUERY,
+    &RES_SEARCH,
+    &RES_QUERYDOMAIN,
+    &RES_SEND,
+    &RES_NQUERY,
+    &RES_NSEARCH,
+    &RES_NQUERYDOMAIN,
+    &RES_NSEND,
+    &GETHOSTBYADDR,
+    &GETHOSTBYADDR_R,
+    &GETNAMEINFO,
+    &SEND,
 ];
 
 pub fn resolve_all() {
@@ -87,6 +111,7 @@ pub type SendtoFn = unsafe extern "C" fn(
     *const sockaddr,
     socklen_t,
 ) -> ssize_t;
+pub type SendFn = unsafe extern "C" fn(c_int, *const libc::c_void, size_t, c_int) -> ssize_t;
 pub type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
 pub type SendmmsgFn = unsafe extern "C" fn(c_int, *mut mmsghdr, c_uint, c_int) -> c_int;
 pub type GetaddrinfoFn = unsafe extern "C" fn(

@@ -109,8 +109,56 @@ fn getenv_bytes() -> Option<&'static [u8]> {
         name[..POLICY_ENV.len()].copy_from_slice(POLICY_ENV.as_bytes());
         libc::getenv(name.as_ptr().cast())
     };
-    // SAFETY: getenv returned null or a NUL-terminated string that lives in the environment.
-    (!value.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes())
+    if value.is_null() {
+        // Before libc's own initialisation (a hook called from .preinit_array) getenv sees no
+        // environment yet: read the process's initial environment from the kernel instead.
+        return initial_environment_value();
+    }
+    // SAFETY: getenv returned a NUL-terminated string that lives in the environment.
+    Some(unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes())
+}
+
+/// Scratch space for reading /proc/self/environ, used only by the initialising thread.
+struct Scratch(UnsafeCell<[u8; 1 << 18]>);
+
+// SAFETY: only the thread that moved STATE from UNINIT to BUSY touches it (see `Slot`), and
+// what it returns is copied before READY is published... except that the returned slice is
+// read again by `load` in the same initialisation, still before READY.
+unsafe impl Sync for Scratch {}
+
+static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; 1 << 18]));
+
+/// `EGRESS_RUN_POLICY`'s value in /proc/self/environ (the environment the process started
+/// with), if it fits the scratch buffer.
+fn initial_environment_value() -> Option<&'static [u8]> {
+    // SAFETY: the initialising thread owns SCRATCH (see `Scratch`).
+    let buf = unsafe { &mut *SCRATCH.0.get() };
+    // SAFETY: a NUL-terminated path; open/read/close are not hooked.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/environ".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: reading into the unused tail of buf.
+        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    let key_len = POLICY_ENV.len();
+    buf[..len]
+        .split(|&b| b == 0)
+        .find(|e| e.len() > key_len && e.starts_with(POLICY_ENV.as_bytes()) && e[key_len] == b'=')
+        .map(|e| &e[key_len + 1..])
 }
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);

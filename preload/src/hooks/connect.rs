@@ -4,6 +4,7 @@ use libc::{c_int, sockaddr, socklen_t};
 
 use super::{action_for, check};
 use crate::decide;
+use crate::dns_sockets;
 use crate::events::{self, Attempt, Kind};
 use crate::real;
 use crate::sock::{self, Dest};
@@ -12,11 +13,14 @@ use crate::verdict::{refused_call, Action};
 
 /// Decides one connect. Shared with TCP Fast Open sends, which connect too.
 pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str) -> Action {
-    let (verdict, host) = decide::destination(loaded, dest);
+    let Dest::Inet { ip, port } = dest else {
+        return Action::Proceed; // Unix, netlink, AF_UNSPEC: not egress
+    };
     // Not a socket: the kernel answers ENOTSOCK/EBADF itself.
-    let (Dest::Inet { ip, port }, Some((_, proto))) = (dest, sock::socket_kind(fd)) else {
+    let Some((_, proto)) = sock::socket_kind(fd) else {
         return Action::Proceed;
     };
+    let (verdict, host) = decide::destination(loaded, dest);
     events::record(
         loaded,
         &Attempt {
@@ -28,7 +32,11 @@ pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str
             verdict,
         },
     );
-    action_for(loaded, verdict)
+    let action = action_for(loaded, verdict);
+    if port == 53 && proto == sock::Proto::Udp && action == Action::Proceed {
+        dns_sockets::remember(fd);
+    }
+    action
 }
 
 /// # Safety

@@ -3,7 +3,9 @@
 
 pub mod connect;
 pub mod exec;
+pub mod res;
 pub mod resolve;
+pub mod reverse;
 pub mod send;
 pub mod syscall;
 
@@ -13,18 +15,28 @@ use crate::guard;
 use crate::state::{self, Loaded};
 use crate::verdict::{errno, set_errno, Action};
 
-/// Runs a hook's decision: initialises the policy if needed, skips re-entrant calls (the
-/// guard's own work goes straight to libc), keeps errno as the caller left it, and turns a
-/// panic into a refusal in block mode.
+/// Runs a hook's decision: initialises the policy if needed, keeps errno as the caller left
+/// it, and turns a panic into a refusal in block mode.
 pub fn check(decide: impl FnOnce(&Loaded) -> Action) -> Action {
     check_with(Action::Proceed, Action::Refuse, decide)
 }
 
-/// `check` for decisions that are not a plain action: `open` is what a re-entrant call (and a
-/// panic in audit mode) gets, `closed` what a panic in block mode gets.
+/// `check` for decisions that are not a plain action: `open` is what a panic in audit mode
+/// gets, `closed` what a panic in block mode (or an undecidable re-entrant call) gets.
+///
+/// A re-entrant call comes from a signal handler that interrupted a hook on this thread (the
+/// guard's own work never calls a hooked function). It is decided like any other: the
+/// decision path takes no lock and allocates nothing. Only while this thread is still
+/// initialising the policy can it not be decided: it fails closed.
 pub fn check_with<T: Copy>(open: T, closed: T, decide: impl FnOnce(&Loaded) -> T) -> T {
     if guard::active() {
-        return open;
+        let saved = errno();
+        let value = match state::current() {
+            Some(loaded) => decide(&loaded),
+            None => closed,
+        };
+        set_errno(saved);
+        return value;
     }
     let saved = errno();
     let on_panic = || match state::current().map(|l| l.mode()) {

@@ -18,7 +18,7 @@ use crate::verdict::{self, Verdict};
 
 /// What a lookup hook does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
+pub(crate) enum Plan {
     Refuse,
     Resolve {
         /// Resolve with `AI_NUMERICHOST`: the name is an address, no query may leave.
@@ -29,13 +29,13 @@ enum Plan {
     },
 }
 
-const UNCHECKED: Plan = Plan::Resolve {
+pub(crate) const UNCHECKED: Plan = Plan::Resolve {
     numeric: false,
     learn: false,
     rule: None,
 };
 
-fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hint: bool) -> Plan {
+pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hint: bool) -> Plan {
     let verdict = match decide::name(loaded, name, numeric_hint) {
         Lookup::Numeric => {
             return Plan::Resolve {

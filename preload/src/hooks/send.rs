@@ -6,6 +6,8 @@ use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, 
 use super::connect::decide_connect;
 use super::{action_for, check, check_with};
 use crate::decide;
+use crate::dns_sockets;
+use crate::dnsmsg;
 use crate::events::{self, Attempt, Kind};
 use crate::real;
 use crate::sock::{self, Dest};
@@ -18,8 +20,18 @@ pub(crate) fn decide_send(
     dest: Dest,
     flags: c_int,
     call: &'static str,
+    payload: &[u8],
 ) -> Action {
-    let (Dest::Inet { ip, port }, Some((ty, proto))) = (dest, sock::socket_kind(fd)) else {
+    // An address-less send on a socket connected to a DNS server: its connect was checked;
+    // record the question it carries, under the same decision.
+    let dest = match (dest, dns_sockets::peer(fd)) {
+        (Dest::Other, Some((ip, port))) => Dest::Inet { ip, port },
+        _ => dest,
+    };
+    let Dest::Inet { ip, port } = dest else {
+        return Action::Proceed;
+    };
+    let Some((ty, proto)) = sock::socket_kind(fd) else {
         return Action::Proceed;
     };
     if ty == libc::SOCK_STREAM {
@@ -31,7 +43,14 @@ pub(crate) fn decide_send(
             Action::Proceed
         };
     }
-    let (verdict, host) = decide::destination(loaded, dest);
+    let (verdict, learned_host) = decide::destination(loaded, dest);
+    // A DNS question sent straight to a resolver (c-ares, a program's own resolver): the
+    // report names what it asked for.
+    let mut qname = [0u8; 256];
+    let host = match learned_host {
+        None if port == 53 => dnsmsg::question_name(payload, &mut qname).map(|n| &qname[..n]),
+        h => h,
+    };
     events::record(
         loaded,
         &Attempt {
@@ -44,6 +63,39 @@ pub(crate) fn decide_send(
         },
     );
     action_for(loaded, verdict)
+}
+
+/// The bytes of `buf`/`len` (empty when null).
+///
+/// # Safety
+/// `buf` must be null or point to `len` readable bytes that outlive the returned slice's use.
+pub(crate) unsafe fn bytes<'a>(buf: *const c_void, len: usize) -> &'a [u8] {
+    if buf.is_null() || len == 0 {
+        &[]
+    } else {
+        // SAFETY: `len` readable bytes at `buf`, per the caller.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+    }
+}
+
+/// The first buffer of a msghdr (where a DNS question would start).
+///
+/// # Safety
+/// `msg` must be null or a readable msghdr whose iovecs describe readable memory.
+pub(crate) unsafe fn msg_payload<'a>(msg: *const msghdr) -> &'a [u8] {
+    if msg.is_null() {
+        return &[];
+    }
+    // SAFETY: a readable msghdr from the caller.
+    let m = unsafe { &*msg };
+    if m.msg_iov.is_null() || m.msg_iovlen == 0 {
+        return &[];
+    }
+    // SAFETY: msg_iov points to msg_iovlen readable iovecs, each describing readable memory.
+    unsafe {
+        let iov = &*m.msg_iov;
+        bytes(iov.iov_base, iov.iov_len)
+    }
 }
 
 /// Reads the destination of a msghdr.
@@ -73,7 +125,9 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
     let dest = unsafe { sock::read(addr, addrlen) };
-    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto")) {
+    // SAFETY: the caller's buffer of `len` bytes.
+    let payload = unsafe { bytes(buf, len) };
+    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto", payload)) {
         Action::Refuse => refused_call::<i8>() as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendto.
         Action::Proceed => match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
@@ -84,13 +138,39 @@ pub unsafe extern "C" fn sendto(
     }
 }
 
+/// `send` carries no address: it matters only on a socket connected to a DNS server, whose
+/// questions the report names. Every other call costs one atomic load.
+///
+/// # Safety
+/// Called by C with send(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if dns_sockets::any() {
+        // SAFETY: the caller's buffer of `len` bytes.
+        let payload = unsafe { bytes(buf, len) };
+        if check(|loaded| decide_send(loaded, fd, Dest::Other, flags, "send", payload))
+            == Action::Refuse
+        {
+            return refused_call::<i8>() as ssize_t;
+        }
+    }
+    // SAFETY: forwarding the caller's arguments to the real send.
+    match unsafe { real::func::<real::SendFn>(&real::SEND) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(fd, buf, len, flags) },
+        None => refused_call::<i8>() as ssize_t,
+    }
+}
+
 /// # Safety
 /// Called by C with sendmsg(2)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller's msghdr.
     let dest = unsafe { msg_dest(msg) };
-    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendmsg")) {
+    // SAFETY: the caller's msghdr.
+    let payload = unsafe { msg_payload(msg) };
+    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendmsg", payload)) {
         Action::Refuse => refused_call::<i8>() as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendmsg.
         Action::Proceed => match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
@@ -118,8 +198,11 @@ pub unsafe extern "C" fn sendmmsg(
         let mut n: c_uint = 0;
         while n < vlen {
             // SAFETY: the caller passes `vlen` readable mmsghdr entries.
-            let dest = unsafe { msg_dest(&(*msgs.add(n as usize)).msg_hdr) };
-            if decide_send(loaded, fd, dest, flags, "sendmmsg") == Action::Refuse {
+            let (dest, payload) = unsafe {
+                let hdr = &(*msgs.add(n as usize)).msg_hdr;
+                (msg_dest(hdr), msg_payload(hdr))
+            };
+            if decide_send(loaded, fd, dest, flags, "sendmmsg", payload) == Action::Refuse {
                 break;
             }
             n += 1;

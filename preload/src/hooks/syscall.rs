@@ -13,7 +13,7 @@
 use libc::{c_int, c_long, c_uint, mmsghdr, msghdr, sockaddr, socklen_t};
 
 use super::connect::decide_connect;
-use super::send::{decide_send, msg_dest};
+use super::send::{bytes, decide_send, msg_dest, msg_payload};
 use super::{check, check_with};
 use crate::real;
 use crate::sock;
@@ -57,12 +57,16 @@ pub unsafe extern "C" fn syscall(
         libc::SYS_sendto => {
             // SAFETY: sendto(fd, buf, len, flags, addr, addrlen): the caller's address.
             let dest = unsafe { sock::read(a5 as *const sockaddr, a6 as socklen_t) };
-            check(|loaded| decide_send(loaded, fd, dest, a4 as c_int, "syscall"))
+            // SAFETY: sendto's buffer of a3 bytes.
+            let payload = unsafe { bytes(a2 as *const libc::c_void, a3 as usize) };
+            check(|loaded| decide_send(loaded, fd, dest, a4 as c_int, "syscall", payload))
         }
         libc::SYS_sendmsg => {
             // SAFETY: sendmsg(fd, msg, flags): the caller's msghdr.
             let dest = unsafe { msg_dest(a2 as *const msghdr) };
-            check(|loaded| decide_send(loaded, fd, dest, a3 as c_int, "syscall"))
+            // SAFETY: the caller's msghdr.
+            let payload = unsafe { msg_payload(a2 as *const msghdr) };
+            check(|loaded| decide_send(loaded, fd, dest, a3 as c_int, "syscall", payload))
         }
         libc::SYS_sendmmsg => {
             let (msgs, vlen, flags) = (a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int);
@@ -73,8 +77,11 @@ pub unsafe extern "C" fn syscall(
                 let mut n = 0;
                 while n < vlen {
                     // SAFETY: the caller passes `vlen` mmsghdr entries.
-                    let dest = unsafe { msg_dest(&(*msgs.add(n as usize)).msg_hdr) };
-                    if decide_send(loaded, fd, dest, flags, "syscall") == Action::Refuse {
+                    let (dest, payload) = unsafe {
+                        let hdr = &(*msgs.add(n as usize)).msg_hdr;
+                        (msg_dest(hdr), msg_payload(hdr))
+                    };
+                    if decide_send(loaded, fd, dest, flags, "syscall", payload) == Action::Refuse {
                         break;
                     }
                     n += 1;

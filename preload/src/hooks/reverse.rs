@@ -1,0 +1,235 @@
+//! Reverse lookups: `gethostbyaddr`, `gethostbyaddr_r`, `getnameinfo`. Each sends a PTR query
+//! for `<address>.in-addr.arpa` / `.ip6.arpa`: a lookup of that name, allowed only by a name
+//! rule that matches it (`*.in-addr.arpa`). Addresses listed in /etc/hosts resolve locally.
+//! Block mode answers a refused one as if no PTR record existed (or with the numeric form,
+//! where the caller accepts it), without a query leaving.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
+
+use super::{action_for, check_with};
+use crate::events::{self, Attempt, Kind};
+use crate::fmt::Buf;
+use crate::names;
+use crate::real;
+use crate::sock::{self, Dest};
+use crate::state::Loaded;
+use crate::verdict::{self, Action, DenyReason, Verdict};
+
+/// h_errno for "no such PTR record".
+const HOST_NOT_FOUND: c_int = 1;
+
+/// Writes the PTR name of `ip` into `out`; returns its length.
+fn arpa_name(ip: IpAddr, out: &mut [u8; 80]) -> usize {
+    let mut w = Buf::new(out);
+    match egress_policy::canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            for octet in v4.octets().iter().rev() {
+                w.uint(u64::from(*octet));
+                w.str(".");
+            }
+            w.str("in-addr.arpa");
+        }
+        IpAddr::V6(v6) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for byte in v6.octets().iter().rev() {
+                w.bytes(&[
+                    HEX[usize::from(byte & 0xf)],
+                    b'.',
+                    HEX[usize::from(byte >> 4)],
+                    b'.',
+                ]);
+            }
+            w.str("ip6.arpa");
+        }
+    }
+    w.as_bytes().len()
+}
+
+fn decide_reverse(loaded: &Loaded, ip: IpAddr, call: &'static str) -> Action {
+    let mut name = [0u8; 80];
+    let n = arpa_name(ip, &mut name);
+    let name = &name[..n];
+    let verdict = match loaded.policy {
+        Err(_) => Verdict::Deny(DenyReason::NoPolicy),
+        Ok(_) if names::addr_in_etc_hosts(ip) => return Action::Proceed,
+        Ok(view) => match view.match_name(name) {
+            Some(rule) => Verdict::Allow { rule },
+            None => Verdict::Deny(DenyReason::NoRule),
+        },
+    };
+    events::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Resolve,
+            call,
+            proto: None,
+            dest: None,
+            host: Some(name),
+            verdict,
+        },
+    );
+    action_for(loaded, verdict)
+}
+
+/// The address a gethostbyaddr caller passes.
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+unsafe fn host_addr(addr: *const c_void, len: socklen_t, ty: c_int) -> Option<IpAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    match (ty, len) {
+        (libc::AF_INET, 4) => {
+            let mut b = [0u8; 4];
+            // SAFETY: 4 readable bytes, as checked.
+            unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), b.as_mut_ptr(), 4) };
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        (libc::AF_INET6, 16) => {
+            let mut b = [0u8; 16];
+            // SAFETY: 16 readable bytes, as checked.
+            unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), b.as_mut_ptr(), 16) };
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
+fn check_reverse(ip: Option<IpAddr>, call: &'static str) -> Action {
+    match ip {
+        Some(ip) => check_with(Action::Proceed, Action::Refuse, |l| {
+            decide_reverse(l, ip, call)
+        }),
+        None => Action::Proceed, // libc answers malformed requests itself
+    }
+}
+
+type GethostbyaddrFn = unsafe extern "C" fn(*const c_void, socklen_t, c_int) -> *mut hostent;
+type GethostbyaddrRFn = unsafe extern "C" fn(
+    *const c_void,
+    socklen_t,
+    c_int,
+    *mut hostent,
+    *mut c_char,
+    size_t,
+    *mut *mut hostent,
+    *mut c_int,
+) -> c_int;
+type GetnameinfoFn = unsafe extern "C" fn(
+    *const sockaddr,
+    socklen_t,
+    *mut c_char,
+    socklen_t,
+    *mut c_char,
+    socklen_t,
+    c_int,
+) -> c_int;
+
+/// # Safety
+/// Called by C with gethostbyaddr(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyaddr(
+    addr: *const c_void,
+    len: socklen_t,
+    ty: c_int,
+) -> *mut hostent {
+    // SAFETY: the caller's address of `len` bytes.
+    if check_reverse(unsafe { host_addr(addr, len, ty) }, "gethostbyaddr") == Action::Refuse {
+        verdict::set_h_errno(HOST_NOT_FOUND);
+        return std::ptr::null_mut();
+    }
+    // SAFETY: gethostbyaddr's C signature; the caller's arguments.
+    match unsafe { real::func::<GethostbyaddrFn>(&real::GETHOSTBYADDR) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(addr, len, ty) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// Called by C with gethostbyaddr_r(3)'s arguments.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn gethostbyaddr_r(
+    addr: *const c_void,
+    len: socklen_t,
+    ty: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's address of `len` bytes.
+    if check_reverse(unsafe { host_addr(addr, len, ty) }, "gethostbyaddr_r") == Action::Refuse {
+        // SAFETY: the caller's out-pointers, written only when non-null.
+        unsafe {
+            if !result.is_null() {
+                *result = std::ptr::null_mut();
+            }
+            if !h_errnop.is_null() {
+                *h_errnop = HOST_NOT_FOUND;
+            }
+        }
+        return libc::ENOENT;
+    }
+    // SAFETY: gethostbyaddr_r's C signature; the caller's arguments.
+    match unsafe { real::func::<GethostbyaddrRFn>(&real::GETHOSTBYADDR_R) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(addr, len, ty, ret, buf, buflen, result, h_errnop) },
+        None => libc::ENOENT,
+    }
+}
+
+/// # Safety
+/// Called by C with getnameinfo(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn getnameinfo(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
+    let wants_name = !host.is_null() && hostlen > 0 && flags & libc::NI_NUMERICHOST == 0;
+    // SAFETY: the caller's address of `salen` bytes.
+    let ip = match unsafe { sock::read(sa, salen) } {
+        Dest::Inet { ip, .. } if wants_name => Some(ip),
+        _ => None,
+    };
+    let mut flags = flags;
+    if check_reverse(ip, "getnameinfo") == Action::Refuse {
+        if flags & libc::NI_NAMEREQD != 0 {
+            return libc::EAI_NONAME;
+        }
+        flags |= libc::NI_NUMERICHOST; // the numeric form, with no query
+    }
+    // SAFETY: getnameinfo's C signature; the caller's arguments.
+    match unsafe { real::func::<GetnameinfoFn>(&real::GETNAMEINFO) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(sa, salen, host, hostlen, serv, servlen, flags) },
+        None => libc::EAI_FAIL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptr_names() {
+        let mut out = [0u8; 80];
+        let n = arpa_name("198.51.100.20".parse().unwrap(), &mut out);
+        assert_eq!(&out[..n], b"20.100.51.198.in-addr.arpa");
+        let n = arpa_name("2001:db8::10".parse().unwrap(), &mut out);
+        assert_eq!(
+            &out[..n],
+            b"0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+    }
+}
