@@ -3,7 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -114,12 +114,13 @@ fn check_library(path: &Path) -> Result<(), Fatal> {
             "has a space or ':' in its path, which LD_PRELOAD cannot hold".into(),
         ));
     }
-    let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|e| bad(format!("cannot be read ({e})")))?;
-    if &magic != b"\x7fELF" {
-        return Err(bad("is not an ELF shared library".into()));
+    let file = File::open(path).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut read_at = |off: u64, buf: &mut [u8]| {
+        std::os::unix::fs::FileExt::read_at(&file, buf, off).unwrap_or(0)
+    };
+    if let Some(why) = egress_policy::elf::library_problem(&mut read_at, size) {
+        return Err(bad(format!("{why}, so the loader could not preload it")));
     }
     Ok(())
 }

@@ -205,6 +205,28 @@ fn run() -> Result<i32, Fatal> {
         );
         collector.lines.extend(line);
     }
+    // Coverage record: only a check-in proves COMMAND was guarded. One that never checked in
+    // (its loader ignored or rejected the library: an unrecognised loader, a broken install)
+    // ran unguarded, whatever the detection above said.
+    let never_checked_in =
+        unguarded.is_none() && child_pid > 0 && !collector.pids.contains(&child_pid);
+    if never_checked_in {
+        let exe = unguarded::resolve(&config.command[0])
+            .map(|p| p.canonicalize().unwrap_or(p).to_string_lossy().into_owned())
+            .unwrap_or_else(|| program.clone());
+        collector.unguarded(
+            child_pid,
+            std::process::id() as i32,
+            exe,
+            config
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            "never checked in: the guard library did not load into it".to_string(),
+            false,
+        );
+    }
     let (command_status, exit_code) = match command_status {
         Ok(status) => (Some(status), status),
         Err(_) if refuse => (None, EXIT_CANNOT_EXECUTE),
@@ -221,8 +243,9 @@ fn run() -> Result<i32, Fatal> {
     };
     let (attempts, denied, destinations) = report::summarize(&collector.lines);
     // A refused unguarded exec deep in the tree fails the gate like a denied connect.
+    let unverified = never_checked_in && !config.allow_unguarded;
     let exit_code = if collector.mode() == Mode::Block
-        && (denied > 0 || collector.refused_unguarded > 0)
+        && (denied > 0 || collector.refused_unguarded > 0 || unverified)
         && exit_code == 0
         && !config.command_status
     {

@@ -170,3 +170,41 @@ fn has_go_note(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, off: u64, size:
     }
     false
 }
+
+/// Why the file read by `read_at` (of `size` bytes) is not a shared library this machine's
+/// loader can preload: wrong class, architecture or type, or truncated segments.
+pub fn library_problem(
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    size: u64,
+) -> Option<&'static str> {
+    let mut h = [0u8; 64];
+    if read_at(0, &mut h) < 64 || &h[..4] != b"\x7fELF" {
+        return Some("is not an ELF file");
+    }
+    if h[4] != 2 || h[5] != 1 || u16_at(&h, 18) != OUR_MACHINE {
+        return Some("is built for another architecture or word size");
+    }
+    if u16_at(&h, 16) != 3 {
+        return Some("is not a shared library");
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(&h, 32),
+        u64::from(u16_at(&h, 54)),
+        u64::from(u16_at(&h, 56)),
+    );
+    if phentsize < 56 || phnum == 0 {
+        return Some("has no program headers");
+    }
+    let mut ph = [0u8; 56];
+    for i in 0..phnum.min(256) {
+        if read_at(phoff + i * phentsize, &mut ph) < 56 {
+            return Some("is truncated");
+        }
+        const PT_LOAD: u32 = 1;
+        let end = u64_at(&ph, 8).saturating_add(u64_at(&ph, 32));
+        if u32_at(&ph, 0) == PT_LOAD && end > size {
+            return Some("is truncated");
+        }
+    }
+    None
+}
