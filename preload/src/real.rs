@@ -65,8 +65,9 @@ pub static GETHOSTBYADDR: Real = Real::new(b"gethostbyaddr\0");
 pub static GETHOSTBYADDR_R: Real = Real::new(b"gethostbyaddr_r\0");
 pub static GETNAMEINFO: Real = Real::new(b"getnameinfo\0");
 pub static SEND: Real = Real::new(b"send\0");
+pub static GETADDRINFO_A: Real = Real::new(b"getaddrinfo_a\0");
 
-static ALL: [&Real; 27] = [
+static ALL: [&Real; 28] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -94,6 +95,7 @@ static ALL: [&Real; 27] = [
     &GETHOSTBYADDR_R,
     &GETNAMEINFO,
     &SEND,
+    &GETADDRINFO_A,
 ];
 
 pub fn resolve_all() {

@@ -119,3 +119,32 @@ def test_node_c_ares_allowed_by_a_resolver_rule(sandbox, run_guarded, tmp_path):
     res = run_guarded(["--allow", f"{RESOLVER_IP}:53"], ["node", script, "secret.other.test"])
     assert res.stdout == f"ok {OTHER_IP}\n", res.describe()
     assert res.returncode == 0, res.describe()
+
+
+@pytest.fixture(scope="module")
+def gai_async(build_dir):
+    out = build_dir / "gai_async"
+    r = subprocess.run(["gcc", "-O1", "-Wall", "-o", str(out), str(PROGS / "gai_async.c"), "-lanl"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"gcc failed:\n{r.stderr}")
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_getaddrinfo_a_refused_name_sends_no_query(mode, sandbox, dns_log, gai_async, run_guarded):
+    mark = dns_log.mark()
+    res = run_guarded(["--allow", "allowed.test", *MODES[mode]], [gai_async, "secret.other.test"])
+    looked = res.attempts("resolve", host="secret.other.test")
+    assert [(r["call"], r["decision"]) for r in looked] == [("getaddrinfo_a", "deny")], res.describe()
+    if mode == "block":
+        assert res.stdout == "fail rc=-11 errno=13\n", res.describe()  # EAI_SYSTEM, EACCES
+        assert "secret.other.test" not in dns_log.names_since(mark)
+    else:
+        assert res.stdout == f"ok {OTHER_IP}\n", res.describe()
+
+
+def test_getaddrinfo_a_allowed_name(sandbox, gai_async, run_guarded):
+    res = run_guarded(["--allow", "allowed.test"], [gai_async, "allowed.test"])
+    assert res.stdout == "ok 203.0.113.10\n", res.describe()
+    assert res.count("resolve", host="allowed.test", decision="allow") == 1, res.describe()

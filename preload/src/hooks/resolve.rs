@@ -339,3 +339,57 @@ pub unsafe extern "C" fn gethostbyname2_r(
     }
     rc
 }
+
+/// glibc's `struct gaicb` (netdb.h), the request of `getaddrinfo_a`.
+#[repr(C)]
+pub struct Gaicb {
+    ar_name: *const c_char,
+    ar_service: *const c_char,
+    ar_request: *const addrinfo,
+    ar_result: *mut addrinfo,
+    ret: c_int,
+    reserved: [c_int; 5],
+}
+
+type GetaddrinfoAFn =
+    unsafe extern "C" fn(c_int, *mut *mut Gaicb, c_int, *mut libc::sigevent) -> c_int;
+
+/// Asynchronous lookups: every name of the batch is checked now, before libc queues any. A
+/// batch with a refused name is refused whole (`EAI_SYSTEM`, errno `EACCES`), since a single
+/// request's own status cannot be set from outside. Results arrive later, so names allowed by
+/// a name rule do not make their addresses allowed destinations (documented limit).
+///
+/// # Safety
+/// Called by C with getaddrinfo_a(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo_a(
+    mode: c_int,
+    list: *mut *mut Gaicb,
+    nitems: c_int,
+    sevp: *mut libc::sigevent,
+) -> c_int {
+    let mut refused = false;
+    for i in 0..nitems.max(0) as usize {
+        // SAFETY: the caller passes `nitems` entries, each null or a gaicb.
+        let req = unsafe { *list.add(i) };
+        if req.is_null() {
+            continue;
+        }
+        // SAFETY: a gaicb from the caller; ar_name is null or NUL-terminated.
+        let name = unsafe { (*req).ar_name };
+        // SAFETY: as above.
+        if unsafe { plan_for(name, "getaddrinfo_a", true) } == Plan::Refuse {
+            refused = true;
+        }
+    }
+    if refused {
+        verdict::set_errno(verdict::REFUSED_ERRNO);
+        return libc::EAI_SYSTEM;
+    }
+    // SAFETY: getaddrinfo_a's C signature; the caller's arguments.
+    match unsafe { real::func::<GetaddrinfoAFn>(&real::GETADDRINFO_A) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(mode, list, nitems, sevp) },
+        None => libc::EAI_SYSTEM,
+    }
+}
