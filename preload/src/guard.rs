@@ -32,3 +32,24 @@ pub fn with_guard<T>(on_panic: impl FnOnce() -> T, body: impl FnOnce() -> T) -> 
     let _reset = Reset(prev);
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| on_panic())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_the_guard_yields_the_fallback_and_resets_the_flag() {
+        std::panic::set_hook(Box::new(|_| {})); // keep the test output clean
+        let got = with_guard(|| "fallback", || -> &str { panic!("boom") });
+        let _ = std::panic::take_hook();
+        assert_eq!(got, "fallback");
+        assert!(!active(), "the guard flag must be reset after a panic");
+    }
+
+    #[test]
+    fn the_flag_is_set_only_inside() {
+        assert!(!active());
+        assert!(with_guard(|| false, active));
+        assert!(!active());
+    }
+}
