@@ -37,3 +37,15 @@ extern "C" fn egress_preload_init() {
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = egress_preload_init;
+
+extern "C" {
+    fn execl(path: *const libc::c_char, arg: *const libc::c_char, ...) -> libc::c_int;
+}
+
+/// Links the C shim (csrc/variadic.c) into the library: nothing in Rust calls it.
+#[used]
+static LINK_VARIADIC_SHIM: unsafe extern "C" fn(
+    *const libc::c_char,
+    *const libc::c_char,
+    ...
+) -> libc::c_int = execl;

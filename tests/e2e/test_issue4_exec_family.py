@@ -1,0 +1,66 @@
+"""Issue 4 item 3: glibc's variadic exec functions (execl, execlp, execle) reach its internal
+execve, not the hooks, so the guard provides them itself (a C shim): an empty environment is
+still guarded, and an unguardable program is still refused. Loopback only."""
+import stat
+import subprocess
+
+import pytest
+
+from conftest import PROGS, PYTHON
+
+EACCES = 13
+HOWS = ["execl", "execlp", "execle-empty"]
+
+
+@pytest.fixture(scope="module")
+def execfam(compile_c):
+    return compile_c(PROGS / "execfam.c", "execfam")
+
+
+@pytest.fixture(scope="module")
+def connector(build_dir):
+    """A script run through PYTHON that connects to 127.0.0.1:PORT and prints the errno."""
+    script = build_dir / "connect_once"
+    script.write_text(
+        f"#!{PYTHON}\n"
+        "import socket, sys\n"
+        "s = socket.socket()\n"
+        "try:\n"
+        "    s.connect(('127.0.0.1', int(sys.argv[1]))); print('connected')\n"
+        "except OSError as e:\n"
+        "    print('errno', e.errno)\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+@pytest.fixture(scope="module")
+def static_prog(build_dir):
+    src = build_dir / "static_hello.c"
+    src.write_text('#include <stdio.h>\nint main(void){puts("static ran");return 0;}\n')
+    out = build_dir / "static_hello_execfam"
+    r = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot build a static program here: {r.stderr[:200]}")
+    return out
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("mode", ["block", "audit"])
+def test_variadic_exec_child_is_guarded(how, mode, execfam, connector, loopback, run_guarded):
+    port = loopback.tcp1.port
+    prog = str(connector) if how != "execlp" else connector.name
+    env = {"PATH": f"{connector.parent}:/usr/bin:/bin"} if how == "execlp" else None
+    res = run_guarded([] if mode == "block" else ["--audit"], [execfam, how, prog, port], env=env)
+    assert res.stdout == ("errno 13\n" if mode == "block" else "connected\n"), res.describe()
+    conns = res.attempts("connect", addr="127.0.0.1", port=port)
+    assert [c["decision"] for c in conns] == ["deny"], res.describe()
+    assert conns[0]["exe"].endswith(("python3", "python3.11")) or "python" in conns[0]["exe"], res.describe()
+
+
+@pytest.mark.parametrize("how", ["execl", "execle-empty"])
+def test_variadic_exec_of_an_unguardable_program_is_refused(how, execfam, static_prog, run_guarded):
+    res = run_guarded([], [execfam, how, static_prog])
+    assert res.stdout == f"exec failed errno={EACCES}\n", res.describe()
+    refused = [p for p in res.lines("process") if p["guarded"] is False]
+    assert len(refused) == 1 and refused[0]["refused"] is True, res.describe()
+    assert res.returncode == 3, res.describe()
