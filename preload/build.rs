@@ -1,6 +1,6 @@
 // Builds the C shim for the C-variadic exec functions (execl, execlp, execle), which stable
 // Rust cannot define, and exports them: rustc's version script lists only Rust items, so a
-// second version script adds these (GNU ld merges the two).
+// second version script adds these (the linker, rust-lld or GNU ld, merges the two).
 fn main() {
     println!("cargo:rerun-if-changed=csrc/variadic.c");
     println!("cargo:rerun-if-changed=csrc/exports.map");

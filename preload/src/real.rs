@@ -66,8 +66,9 @@ pub static GETHOSTBYADDR_R: Real = Real::new(b"gethostbyaddr_r\0");
 pub static GETNAMEINFO: Real = Real::new(b"getnameinfo\0");
 pub static SEND: Real = Real::new(b"send\0");
 pub static GETADDRINFO_A: Real = Real::new(b"getaddrinfo_a\0");
+pub static DLOPEN: Real = Real::new(b"dlopen\0");
 
-static ALL: [&Real; 28] = [
+static ALL: [&Real; 29] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -96,12 +97,14 @@ static ALL: [&Real; 28] = [
     &GETNAMEINFO,
     &SEND,
     &GETADDRINFO_A,
+    &DLOPEN,
 ];
 
 pub fn resolve_all() {
     for r in ALL {
         r.get();
     }
+    crate::hooks::dlopen::resolve();
 }
 
 pub type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
@@ -113,6 +116,7 @@ pub type SendtoFn = unsafe extern "C" fn(
     *const sockaddr,
     socklen_t,
 ) -> ssize_t;
+pub type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::c_void;
 pub type SendFn = unsafe extern "C" fn(c_int, *const libc::c_void, size_t, c_int) -> ssize_t;
 pub type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
 pub type SendmmsgFn = unsafe extern "C" fn(c_int, *mut mmsghdr, c_uint, c_int) -> c_int;

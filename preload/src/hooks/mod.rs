@@ -2,6 +2,7 @@
 //! arguments, asks `check` for an action, and calls the real function or refuses.
 
 pub mod connect;
+pub mod dlopen;
 pub mod exec;
 pub mod res;
 pub mod resolve;
