@@ -67,8 +67,10 @@ pub static GETNAMEINFO: Real = Real::new(b"getnameinfo\0");
 pub static SEND: Real = Real::new(b"send\0");
 pub static GETADDRINFO_A: Real = Real::new(b"getaddrinfo_a\0");
 pub static DLOPEN: Real = Real::new(b"dlopen\0");
+pub static SYSTEM: Real = Real::new(b"system\0");
+pub static POPEN: Real = Real::new(b"popen\0");
 
-static ALL: [&Real; 29] = [
+static ALL: [&Real; 31] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -98,6 +100,8 @@ static ALL: [&Real; 29] = [
     &SEND,
     &GETADDRINFO_A,
     &DLOPEN,
+    &SYSTEM,
+    &POPEN,
 ];
 
 pub fn resolve_all() {

@@ -8,6 +8,7 @@ pub mod res;
 pub mod resolve;
 pub mod reverse;
 pub mod send;
+pub mod shell;
 pub mod syscall;
 
 use egress_policy::Mode;

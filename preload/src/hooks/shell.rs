@@ -1,0 +1,97 @@
+//! `system` and `popen`: glibc runs the shell through its internal spawn, which the exec hooks
+//! never see, with the current `environ`. A program that cleared its environment
+//! (`clearenv()`) would start an unguarded shell, so these hooks first put `LD_PRELOAD` (with
+//! this library) and the policy locator back into `environ`. They may allocate (setenv): like
+//! `system` and `popen` themselves, they are not for signal handlers or vfork children.
+
+use std::ffi::CStr;
+
+use libc::{c_char, c_int, FILE};
+
+use crate::guard;
+use crate::real;
+use crate::state;
+
+/// Writes `parts` and a NUL into `buf`; None when it does not fit.
+fn c_string<'a>(buf: &'a mut [u8], parts: &[&[u8]]) -> Option<&'a CStr> {
+    let mut at = 0;
+    for p in parts {
+        buf.get_mut(at..at + p.len())?.copy_from_slice(p);
+        at += p.len();
+    }
+    *buf.get_mut(at)? = 0;
+    CStr::from_bytes_with_nul(&buf[..=at]).ok()
+}
+
+fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: a NUL-terminated name; the result is null or a string in the environment.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: non-null results of getenv are NUL-terminated.
+    (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
+}
+
+/// Restores the guard's two variables in `environ` if the program removed or changed them.
+fn repair_environ() {
+    if guard::active() {
+        return;
+    }
+    guard::with_guard(
+        || (),
+        || {
+            state::ensure_init();
+            let Some(saved) = state::exec_env() else {
+                return;
+            };
+            let lib = saved.library();
+            let mut buf = [0u8; 4096];
+            let preload = getenv(c"LD_PRELOAD").unwrap_or(b"");
+            if !lib.is_empty()
+                && !preload
+                    .split(|b| *b == b':' || *b == b' ')
+                    .any(|t| t == lib)
+            {
+                let sep: &[u8] = if preload.is_empty() { b"" } else { b":" };
+                if let Some(value) = c_string(&mut buf, &[preload, sep, lib]) {
+                    // SAFETY: NUL-terminated name and value; setenv copies them.
+                    unsafe { libc::setenv(c"LD_PRELOAD".as_ptr(), value.as_ptr(), 1) };
+                }
+            }
+            let policy = saved.policy();
+            if !policy.is_empty() && getenv(c"EGRESS_RUN_POLICY") != Some(policy) {
+                if let Some(value) = c_string(&mut buf, &[policy]) {
+                    // SAFETY: as above.
+                    unsafe { libc::setenv(c"EGRESS_RUN_POLICY".as_ptr(), value.as_ptr(), 1) };
+                }
+            }
+        },
+    )
+}
+
+type SystemFn = unsafe extern "C" fn(*const c_char) -> c_int;
+type PopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut FILE;
+
+/// # Safety
+/// Called by C with system(3)'s argument.
+#[no_mangle]
+pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
+    repair_environ();
+    // SAFETY: system's C signature; the caller's argument.
+    match unsafe { real::func::<SystemFn>(&real::SYSTEM) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(command) },
+        None => -1,
+    }
+}
+
+/// # Safety
+/// Called by C with popen(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
+    repair_environ();
+    // SAFETY: popen's C signature; the caller's arguments.
+    match unsafe { real::func::<PopenFn>(&real::POPEN) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(command, mode) },
+        None => std::ptr::null_mut(),
+    }
+}
