@@ -219,6 +219,21 @@ pub fn process_started(loaded: &Loaded) {
     }
 }
 
+/// Records one name lookup (`call` looked up `name`). Called before the lookup proceeds.
+pub fn record_lookup(loaded: &Loaded, call: &'static str, name: &[u8], verdict: Verdict) {
+    record(
+        loaded,
+        &Attempt {
+            kind: Kind::Resolve,
+            call,
+            proto: None,
+            dest: None,
+            host: Some(name),
+            verdict,
+        },
+    );
+}
+
 /// Records one attempt. Called before the attempt proceeds or is refused.
 pub fn record(loaded: &Loaded, a: &Attempt) {
     let Some(loc) = loaded.locator else { return };

@@ -59,6 +59,32 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Dest {
     }
 }
 
+/// An address of family `family` stored as `len` raw bytes at `p` (a hostent entry, a
+/// gethostbyaddr argument).
+///
+/// # Safety
+/// `p` must be null or point to `len` readable bytes.
+pub unsafe fn ip_from_raw(family: c_int, len: usize, p: *const u8) -> Option<IpAddr> {
+    if p.is_null() {
+        return None;
+    }
+    match (family, len) {
+        (libc::AF_INET, 4) => {
+            let mut b = [0u8; 4];
+            // SAFETY: 4 readable bytes, per the caller.
+            unsafe { std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), 4) };
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        (libc::AF_INET6, 16) => {
+            let mut b = [0u8; 16];
+            // SAFETY: 16 readable bytes, per the caller.
+            unsafe { std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), 16) };
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
 /// The transport of a socket, as reports name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {

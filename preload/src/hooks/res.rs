@@ -9,7 +9,7 @@ use libc::{c_char, c_int, c_uchar, c_void};
 
 use super::{action_for, check_with};
 use crate::dnsmsg;
-use crate::events::{self, Attempt, Kind};
+use crate::events;
 use crate::real;
 use crate::state::Loaded;
 use crate::verdict::{self, Action, DenyReason, Verdict};
@@ -25,16 +25,11 @@ fn decide_query(loaded: &Loaded, name: Option<&[u8]>, call: &'static str) -> Act
         },
         (Ok(_), None) => Verdict::Deny(DenyReason::NoRule),
     };
-    events::record(
+    events::record_lookup(
         loaded,
-        &Attempt {
-            kind: Kind::Resolve,
-            call,
-            proto: None,
-            dest: None,
-            host: Some(name.unwrap_or(b"<unreadable DNS message>")),
-            verdict,
-        },
+        call,
+        name.unwrap_or(b"<unreadable DNS message>"),
+        verdict,
     );
     action_for(loaded, verdict)
 }

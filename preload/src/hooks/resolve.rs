@@ -3,13 +3,13 @@
 //! this process on the rule's ports.
 
 use std::ffi::CStr;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use libc::{addrinfo, c_char, c_int, hostent, size_t};
 
 use super::{after, check_with};
 use crate::decide::{self, Lookup};
-use crate::events::{self, Attempt, Kind};
+use crate::events;
 use crate::learned;
 use crate::real;
 use crate::sock::{self, Dest};
@@ -53,17 +53,7 @@ pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hin
         }
         Lookup::Dns(verdict) => verdict,
     };
-    events::record(
-        loaded,
-        &Attempt {
-            kind: Kind::Resolve,
-            call,
-            proto: None,
-            dest: None,
-            host: Some(name),
-            verdict,
-        },
-    );
+    events::record_lookup(loaded, call, name, verdict);
     if verdict.refuses(loaded.mode()) {
         return Plan::Refuse;
     }
@@ -193,21 +183,8 @@ unsafe fn hostent_addrs(h: *const hostent) -> impl Iterator<Item = IpAddr> {
         }
         // SAFETY: advancing within the NULL-terminated array.
         list = unsafe { list.add(1) };
-        match (ty, len) {
-            (libc::AF_INET, 4) => {
-                let mut b = [0u8; 4];
-                // SAFETY: p points to 4 bytes.
-                unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), b.as_mut_ptr(), 4) };
-                Some(IpAddr::V4(Ipv4Addr::from(b)))
-            }
-            (libc::AF_INET6, 16) => {
-                let mut b = [0u8; 16];
-                // SAFETY: p points to 16 bytes.
-                unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), b.as_mut_ptr(), 16) };
-                Some(IpAddr::V6(Ipv6Addr::from(b)))
-            }
-            _ => None,
-        }
+        // SAFETY: each entry points to h_length bytes of an address of type h_addrtype.
+        unsafe { sock::ip_from_raw(ty, len as usize, p.cast()) }
     })
 }
 

@@ -4,12 +4,12 @@
 //! Block mode answers a refused one as if no PTR record existed (or with the numeric form,
 //! where the caller accepts it), without a query leaving.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
 
 use super::{action_for, check_with};
-use crate::events::{self, Attempt, Kind};
+use crate::events;
 use crate::fmt::Buf;
 use crate::names;
 use crate::real;
@@ -59,43 +59,8 @@ fn decide_reverse(loaded: &Loaded, ip: IpAddr, call: &'static str) -> Action {
             None => Verdict::Deny(DenyReason::NoRule),
         },
     };
-    events::record(
-        loaded,
-        &Attempt {
-            kind: Kind::Resolve,
-            call,
-            proto: None,
-            dest: None,
-            host: Some(name),
-            verdict,
-        },
-    );
+    events::record_lookup(loaded, call, name, verdict);
     action_for(loaded, verdict)
-}
-
-/// The address a gethostbyaddr caller passes.
-///
-/// # Safety
-/// `addr` must be null or point to `len` readable bytes.
-unsafe fn host_addr(addr: *const c_void, len: socklen_t, ty: c_int) -> Option<IpAddr> {
-    if addr.is_null() {
-        return None;
-    }
-    match (ty, len) {
-        (libc::AF_INET, 4) => {
-            let mut b = [0u8; 4];
-            // SAFETY: 4 readable bytes, as checked.
-            unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), b.as_mut_ptr(), 4) };
-            Some(IpAddr::V4(Ipv4Addr::from(b)))
-        }
-        (libc::AF_INET6, 16) => {
-            let mut b = [0u8; 16];
-            // SAFETY: 16 readable bytes, as checked.
-            unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), b.as_mut_ptr(), 16) };
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
 }
 
 fn check_reverse(ip: Option<IpAddr>, call: &'static str) -> Action {
@@ -137,7 +102,8 @@ pub unsafe extern "C" fn gethostbyaddr(
     ty: c_int,
 ) -> *mut hostent {
     // SAFETY: the caller's address of `len` bytes.
-    if check_reverse(unsafe { host_addr(addr, len, ty) }, "gethostbyaddr") == Action::Refuse {
+    let ip = unsafe { sock::ip_from_raw(ty, len as usize, addr.cast()) };
+    if check_reverse(ip, "gethostbyaddr") == Action::Refuse {
         verdict::set_h_errno(HOST_NOT_FOUND);
         return std::ptr::null_mut();
     }
@@ -164,7 +130,8 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: the caller's address of `len` bytes.
-    if check_reverse(unsafe { host_addr(addr, len, ty) }, "gethostbyaddr_r") == Action::Refuse {
+    let ip = unsafe { sock::ip_from_raw(ty, len as usize, addr.cast()) };
+    if check_reverse(ip, "gethostbyaddr_r") == Action::Refuse {
         // SAFETY: the caller's out-pointers, written only when non-null.
         unsafe {
             if !result.is_null() {
