@@ -69,8 +69,9 @@ pub static GETADDRINFO_A: Real = Real::new(b"getaddrinfo_a\0");
 pub static DLOPEN: Real = Real::new(b"dlopen\0");
 pub static SYSTEM: Real = Real::new(b"system\0");
 pub static POPEN: Real = Real::new(b"popen\0");
+pub static EXECVEAT: Real = Real::new(b"execveat\0");
 
-static ALL: [&Real; 31] = [
+static ALL: [&Real; 32] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -102,6 +103,7 @@ static ALL: [&Real; 31] = [
     &DLOPEN,
     &SYSTEM,
     &POPEN,
+    &EXECVEAT,
 ];
 
 pub fn resolve_all() {
@@ -166,6 +168,13 @@ pub unsafe fn func<F: Copy>(real: &Real) -> Option<F> {
 }
 pub type ExecveFn =
     unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+pub type ExecveatFn = unsafe extern "C" fn(
+    c_int,
+    *const c_char,
+    *const *const c_char,
+    *const *const c_char,
+    c_int,
+) -> c_int;
 pub type FexecveFn =
     unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
 pub type PosixSpawnFn = unsafe extern "C" fn(

@@ -81,3 +81,28 @@ def test_shell_after_clearenv_is_guarded(how, mode, cleared_shell, connector, lo
     assert res.stdout == ("errno 13\n" if mode == "block" else "connected\n"), res.describe()
     conns = res.attempts("connect", addr="127.0.0.1", port=port)
     assert [c["decision"] for c in conns] == ["deny"], res.describe()
+
+
+FD_HOWS = ["fexecve", "execveat", "execveat-empty"]
+
+
+@pytest.fixture(scope="module")
+def execfd(compile_c):
+    return compile_c(PROGS / "execfd.c", "execfd")
+
+
+@pytest.mark.parametrize("how", FD_HOWS)
+def test_descriptor_exec_child_is_guarded(how, execfd, connector, loopback, run_guarded):
+    port = loopback.tcp1.port
+    res = run_guarded([], [execfd, how, connector, port])
+    assert res.stdout == "errno 13\n", res.describe()
+    assert res.count("connect", addr="127.0.0.1", port=port, decision="deny") == 1, res.describe()
+
+
+@pytest.mark.parametrize("how", FD_HOWS)
+def test_descriptor_exec_of_an_unguardable_program_is_refused(how, execfd, static_prog, run_guarded):
+    res = run_guarded([], [execfd, how, static_prog])
+    assert res.stdout == f"exec failed errno={EACCES}\n", res.describe()
+    refused = [p for p in res.lines("process") if p["guarded"] is False]
+    assert len(refused) == 1 and refused[0]["refused"] is True, res.describe()
+    assert res.returncode == 3, res.describe()

@@ -520,14 +520,85 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    let mut path = [0u8; 4096];
+    // The file behind the descriptor, by its /proc name, for the unguarded-program check.
+    let gate = match descriptor_path(fd, b"", &mut path) {
+        // SAFETY: path is NUL-terminated; argv is the caller's.
+        Some(()) => unsafe { gate(path.as_ptr().cast(), false, argv, false) },
+        None => Gate::Proceed,
+    };
+    if gate == Gate::Refuse {
+        set_errno(REFUSED_ERRNO);
+        return -1;
+    }
     // SAFETY: envp is the caller's environment array.
-    // Not classified yet (a descriptor, not a path): the guard is restored as for execve.
-    let fixed = unsafe { env_for(Gate::Proceed, envp) };
+    let fixed = unsafe { env_for(gate, envp) };
     let envp = fixed.as_ref().map_or(envp, GuardedEnv::envp);
     // SAFETY: fexecve's C signature, with the caller's arguments and a valid environment.
     match unsafe { real::func::<real::FexecveFn>(&real::FEXECVE) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(fd, argv, envp) },
+        None => -1,
+    }
+}
+
+/// Writes `/proc/self/fd/<fd>[/<rest>]` NUL-terminated into `out`: the path of a file named
+/// relative to a directory descriptor, or of the descriptor itself when `rest` is empty.
+fn descriptor_path(fd: c_int, rest: &[u8], out: &mut [u8; 4096]) -> Option<()> {
+    let mut w = crate::fmt::Buf::new(&mut out[..]);
+    w.str("/proc/self/fd/");
+    w.uint(u64::try_from(fd).ok()?);
+    if !rest.is_empty() {
+        w.str("/");
+        w.bytes(rest);
+    }
+    w.bytes(b"\0");
+    (!w.truncated()).then_some(())
+}
+
+/// # Safety
+/// Called by C with execveat(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> c_int {
+    let mut buf = [0u8; 4096];
+    let name: &[u8] = if path.is_null() {
+        b""
+    } else {
+        // SAFETY: a NUL-terminated path from the caller.
+        unsafe { CStr::from_ptr(path) }.to_bytes()
+    };
+    // The file that will run: absolute, relative to the working directory, relative to dirfd,
+    // or dirfd itself (AT_EMPTY_PATH).
+    let target: *const c_char =
+        if name.starts_with(b"/") || (dirfd == libc::AT_FDCWD && !name.is_empty()) {
+            path
+        } else if (name.is_empty() && flags & libc::AT_EMPTY_PATH != 0) || !name.is_empty() {
+            match descriptor_path(dirfd, name, &mut buf) {
+                Some(()) => buf.as_ptr().cast(),
+                None => std::ptr::null(),
+            }
+        } else {
+            std::ptr::null()
+        };
+    // SAFETY: target is null or NUL-terminated; argv is the caller's.
+    let gate = unsafe { gate(target, false, argv, false) };
+    if gate == Gate::Refuse {
+        set_errno(REFUSED_ERRNO);
+        return -1;
+    }
+    // SAFETY: envp is the caller's environment array.
+    let fixed = unsafe { env_for(gate, envp) };
+    let envp = fixed.as_ref().map_or(envp, GuardedEnv::envp);
+    // SAFETY: execveat's C signature, with the caller's arguments and a valid environment.
+    match unsafe { real::func::<real::ExecveatFn>(&real::EXECVEAT) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(dirfd, path, argv, envp, flags) },
         None => -1,
     }
 }
