@@ -93,3 +93,14 @@ def test_tcp_fast_open_send_is_a_connect(mode, sandbox, servers, libcentry, run_
         assert res.stdout == f"errno {EACCES}\n", res.describe()
     else:
         assert res.stdout.startswith(("sent", "errno")) and res.stdout != f"errno {EACCES}\n", res.describe()
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_connect_af_unspec_dissolves_without_a_check(allowed, libcentry, loopback, run_guarded):
+    # Issue 4 item 4: connect(AF_UNSPEC) on a UDP socket is not egress; it passes untouched
+    # and unrecorded, whether or not the earlier association was allowed.
+    port = loopback.udp.port
+    res = run_guarded(["--allow", f"loopback:{port}"] if allowed else [], [libcentry, "unspec", "127.0.0.1", port])
+    first = "connect 0 errno 0" if allowed else f"connect -1 errno {EACCES}"
+    assert res.stdout == f"{first}; unspec 0 errno 0\n", res.describe()
+    assert [c["addr"] for c in res.lines("connect")] == ["127.0.0.1"], "only the IPv4 connect is recorded"

@@ -9,7 +9,9 @@ import pytest
 from conftest import PROGS, PYTHON
 
 EACCES = 13
-HOWS = ["execl", "execlp", "execle-empty"]
+HOWS = ["execl", "execlp", "execle-empty", "execv-cleared", "execvp-cleared", "execvpe-empty",
+        "posix_spawn-empty", "posix_spawnp-empty"]
+SEARCHES_PATH = ("execlp", "execvp-cleared", "execvpe-empty", "posix_spawnp-empty")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,8 @@ def static_prog(build_dir):
 @pytest.mark.parametrize("mode", ["block", "audit"])
 def test_variadic_exec_child_is_guarded(how, mode, execfam, connector, loopback, run_guarded):
     port = loopback.tcp1.port
-    prog = str(connector) if how != "execlp" else connector.name
-    env = {"PATH": f"{connector.parent}:/usr/bin:/bin"} if how == "execlp" else None
+    prog = connector.name if how in SEARCHES_PATH else str(connector)
+    env = {"PATH": f"{connector.parent}:/usr/bin:/bin"} if how in SEARCHES_PATH else None
     res = run_guarded([] if mode == "block" else ["--audit"], [execfam, how, prog, port], env=env)
     assert res.stdout == ("errno 13\n" if mode == "block" else "connected\n"), res.describe()
     conns = res.attempts("connect", addr="127.0.0.1", port=port)
@@ -57,7 +59,7 @@ def test_variadic_exec_child_is_guarded(how, mode, execfam, connector, loopback,
     assert conns[0]["exe"].endswith(("python3", "python3.11")) or "python" in conns[0]["exe"], res.describe()
 
 
-@pytest.mark.parametrize("how", ["execl", "execle-empty"])
+@pytest.mark.parametrize("how", ["execl", "execle-empty", "execv-cleared", "execvpe-empty", "posix_spawn-empty"])
 def test_variadic_exec_of_an_unguardable_program_is_refused(how, execfam, static_prog, run_guarded):
     res = run_guarded([], [execfam, how, static_prog])
     assert res.stdout == f"exec failed errno={EACCES}\n", res.describe()

@@ -4,6 +4,8 @@
  *   libcentry sendmsg IP PORT PAYLOAD          -> "sent N" | "errno E"
  *   libcentry sendmmsg PAYLOAD IP:PORT...      -> "ret N errno E"
  *   libcentry tfo IP PORT                      -> "sent N" | "errno E"
+ *   libcentry unspec IP PORT                   -> "connect R errno E; unspec R errno E"
+ *     (UDP connect to IP:PORT, then connect(AF_UNSPEC) to dissolve the association)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -84,6 +86,18 @@ int main(int argc, char **argv) {
         errno = 0;
         int n = sendmmsg(s, msgs, k, 0);
         printf("ret %d errno %d\n", n, n < 0 ? errno : 0);
+        return 0;
+    }
+    if (!strcmp(op, "unspec") && argc == 4) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = v4(argv[2], atoi(argv[3]));
+        errno = 0;
+        int r1 = connect(s, (struct sockaddr *)&a, sizeof a), e1 = r1 ? errno : 0;
+        struct sockaddr u;
+        memset(&u, 0, sizeof u);
+        u.sa_family = AF_UNSPEC;
+        int r2 = connect(s, &u, sizeof u), e2 = r2 ? errno : 0;
+        printf("connect %d errno %d; unspec %d errno %d\n", r1, e1, r2, e2);
         return 0;
     }
     if (!strcmp(op, "tfo") && argc == 4) {
