@@ -52,6 +52,8 @@ struct WireAttempt {
     rule: Option<usize>,
     reason: Option<String>,
     enforced: bool,
+    /// The shared counter slot that counts this attempt's repeats in that process.
+    slot: Option<u64>,
 }
 
 /// Identical attempts fold into one line.
@@ -90,6 +92,8 @@ pub struct Collector {
     pub malformed: u64,
     /// Identical attempts arrive as byte-identical datagrams: fold those before parsing.
     raw_fold: HashMap<Box<[u8]>, usize>,
+    /// (line, shared counter slot): the slot's repeats belong to that line.
+    pub slots: Vec<(usize, u64)>,
     /// Programs block mode refused to run because the guard cannot enter them.
     pub refused_unguarded: u64,
 }
@@ -197,6 +201,7 @@ impl Collector {
             warned: HashSet::new(),
             malformed: 0,
             raw_fold: HashMap::new(),
+            slots: Vec::new(),
             refused_unguarded: 0,
         }
     }
@@ -280,7 +285,13 @@ impl Collector {
             if let Line::Attempt(line) = &mut self.lines[i] {
                 line.count += 1;
             }
+            if let Some(slot) = a.slot {
+                self.slots.push((i, slot));
+            }
             return;
+        }
+        if let Some(slot) = a.slot {
+            self.slots.push((self.lines.len(), slot));
         }
         // A process that never checked in (a vfork child before exec): name it from /proc.
         let exe = self
@@ -390,6 +401,15 @@ impl Collector {
             policy_error: None,
             refused: Some(refused),
         }));
+    }
+
+    /// Adds the repeats counted in shared memory to their lines (after the last event).
+    pub fn add_shared_counts(&mut self, read: impl Fn(u64) -> u64) {
+        for &(i, slot) in &self.slots {
+            if let Some(Line::Attempt(line)) = self.lines.get_mut(i) {
+                line.count += read(slot);
+            }
+        }
     }
 
     pub fn mode(&self) -> Mode {

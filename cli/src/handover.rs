@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::wire::{encode_with_flags, FLAG_ALLOW_UNGUARDED};
+use egress_policy::wire::{encode_full, Counters, FLAG_ALLOW_UNGUARDED};
 use egress_policy::{Locator, Mode, Rule};
 
 use crate::Fatal;
@@ -21,6 +21,68 @@ pub const LIBRARY_NAME: &str = "libegress_preload.so";
 pub struct SealedPolicy {
     _fd: OwnedFd,
     pub locator: Locator,
+    pub counters: SharedCounters,
+}
+
+/// 8-byte slots of the shared counters: sparse, so only the pages processes touch use memory.
+const COUNTER_SLOTS: u64 = 1 << 20;
+
+/// The launcher's mapping of the shared attempt counters (slot 0: next free slot).
+pub struct SharedCounters {
+    _fd: OwnedFd,
+    map: *const std::sync::atomic::AtomicU64,
+    slots: u64,
+    fd: i32,
+    ino: u64,
+}
+
+impl SharedCounters {
+    fn create() -> std::io::Result<Self> {
+        // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit it.
+        let raw = unsafe { libc::memfd_create(c"egress-run-counters".as_ptr(), 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let len = COUNTER_SLOTS * 8;
+        // SAFETY: ftruncate on our memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: mapping our own memfd of `len` bytes, shared, read-write.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ino = File::from(fd.try_clone()?).metadata()?.ino();
+        Ok(SharedCounters {
+            map: map.cast(),
+            slots: COUNTER_SLOTS,
+            fd: fd.as_raw_fd(),
+            ino,
+            _fd: fd,
+        })
+    }
+
+    /// Attempts counted in `slot` beyond the event that allocated it.
+    pub fn get(&self, slot: u64) -> u64 {
+        if slot == 0 || slot >= self.slots {
+            return 0;
+        }
+        // SAFETY: slot is within the mapping, which lives as long as self; AtomicU64 has the
+        // layout of u64 and the guarded processes update it atomically.
+        unsafe { (*self.map.add(slot as usize)).load(std::sync::atomic::Ordering::Acquire) }
+    }
 }
 
 pub fn seal_policy(
@@ -39,7 +101,18 @@ pub fn seal_policy(
     } else {
         0
     };
-    let bytes = encode_with_flags(mode, std::process::id(), rules, flags);
+    let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
+    let bytes = encode_full(
+        mode,
+        std::process::id(),
+        rules,
+        flags,
+        Counters {
+            fd: counters.fd,
+            ino: counters.ino,
+            slots: counters.slots,
+        },
+    );
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
     let raw = unsafe { libc::memfd_create(c"egress-run-policy".as_ptr(), libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
@@ -63,6 +136,7 @@ pub fn seal_policy(
             ino: meta.ino(),
         },
         _fd: fd,
+        counters,
     })
 }
 

@@ -184,6 +184,7 @@ fn run() -> Result<i32, Fatal> {
         status
     });
 
+    collector.add_shared_counts(|slot| sealed.counters.get(slot));
     let program = config.command[0].to_string_lossy().into_owned();
     if let Some((path, why)) = &unguarded {
         // Its process line goes first: nothing of it can have checked in before.

@@ -12,6 +12,7 @@ use egress_policy::Locator;
 use libc::c_int;
 
 use crate::fmt::Buf;
+use crate::fold::{self, Fold, KeyHash};
 use crate::real;
 use crate::sock::Proto;
 use crate::state::Loaded;
@@ -234,9 +235,53 @@ pub fn record_lookup(loaded: &Loaded, call: &'static str, name: &[u8], verdict: 
     );
 }
 
-/// Records one attempt. Called before the attempt proceeds or is refused.
+/// The identity of an attempt for folding: everything its report line is keyed on.
+fn key_of(loaded: &Loaded, a: &Attempt) -> KeyHash {
+    let mut k = KeyHash::new();
+    k.bytes(a.kind.as_str().as_bytes())
+        .bytes(b"\0")
+        .bytes(a.call.as_bytes())
+        .bytes(b"\0")
+        .bytes(a.proto.map_or("", Proto::as_str).as_bytes())
+        .bytes(b"\0");
+    match a
+        .dest
+        .map(|(ip, port)| (egress_policy::canonical_ip(ip), port))
+    {
+        Some((IpAddr::V4(v4), port)) => {
+            k.bytes(&[4]).bytes(&v4.octets()).bytes(&port.to_le_bytes())
+        }
+        Some((IpAddr::V6(v6), port)) => {
+            k.bytes(&[6]).bytes(&v6.octets()).bytes(&port.to_le_bytes())
+        }
+        None => k.bytes(&[0]),
+    };
+    k.bytes(a.host.unwrap_or(b"\xff")).bytes(b"\0");
+    match a.verdict {
+        Verdict::Allow { rule } => k.bytes(b"A").bytes(&(rule as u64).to_le_bytes()),
+        Verdict::Deny(reason) => k.bytes(b"D").bytes(reason.as_str().as_bytes()),
+        Verdict::PassThrough => k.bytes(b"P"),
+    };
+    k.bytes(&[loaded.mode() as u8]);
+    k
+}
+
+/// Records one attempt. Called before the attempt proceeds or is refused. A repeat of an
+/// attempt already sent from this process is only counted, in shared memory.
 pub fn record(loaded: &Loaded, a: &Attempt) {
     let Some(loc) = loaded.locator else { return };
+    if a.verdict == Verdict::PassThrough {
+        return;
+    }
+    let folded = match loaded.counters {
+        Some(counters) => fold::fold(counters, &key_of(loaded, a)),
+        None => Fold::Unfolded,
+    };
+    let slot = match folded {
+        Fold::Counted => return,
+        Fold::New { entry, slot } => Some((entry, slot)),
+        Fold::Unfolded => None,
+    };
     let mut out = [0u8; 2048];
     let mut w = Buf::new(&mut out);
     w.str("{\"type\":\"");
@@ -276,11 +321,20 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
         Verdict::PassThrough => return,
     }
     w.str(match loaded.mode() {
-        egress_policy::Mode::Block => ",\"enforced\":true}",
-        egress_policy::Mode::Audit => ",\"enforced\":false}",
+        egress_policy::Mode::Block => ",\"enforced\":true",
+        egress_policy::Mode::Audit => ",\"enforced\":false",
     });
+    if let Some((_, slot)) = slot {
+        w.str(",\"slot\":");
+        w.uint(slot);
+    }
+    w.str("}");
     if !w.truncated() {
         send(&loc, w.as_bytes());
+    }
+    if let Some((entry, slot)) = slot {
+        // Only now may other attempts count into the slot: its line exists at the launcher.
+        fold::publish(entry, slot);
     }
 }
 

@@ -12,6 +12,7 @@ mod dns_sockets;
 mod dnsmsg;
 mod events;
 mod fmt;
+mod fold;
 mod guard;
 mod hooks;
 mod learned;

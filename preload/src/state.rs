@@ -4,7 +4,7 @@
 //! valid for the life of the process (and of forked children, which inherit the mapping).
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
 use egress_policy::{Locator, Mode, PolicyView, POLICY_ENV};
 
@@ -14,10 +14,39 @@ const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
 const READY: u8 = 2;
 
+/// This process's mapping of the launcher's shared attempt counters.
+#[derive(Clone, Copy)]
+pub struct CounterMap {
+    base: usize,
+    slots: u64,
+}
+
+impl CounterMap {
+    fn slot(&self, i: u64) -> &'static AtomicU64 {
+        // SAFETY: i < slots (callers check); the mapping is slots*8 bytes, 8-aligned, shared,
+        // never unmapped; AtomicU64 has u64's layout and every writer uses atomics.
+        unsafe { &*(self.base as *const AtomicU64).add(i as usize) }
+    }
+
+    /// A fresh slot (slot 0 holds the next free index), or None when all are taken.
+    pub fn allocate(&self) -> Option<u64> {
+        let slot = self.slot(0).fetch_add(1, Ordering::AcqRel) + 1;
+        (slot < self.slots).then_some(slot)
+    }
+
+    pub fn add(&self, slot: u64) {
+        if slot > 0 && slot < self.slots {
+            self.slot(slot).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What this process knows about its policy.
 #[derive(Clone, Copy)]
 pub struct Loaded {
     pub locator: Option<Locator>,
+    /// None: every attempt is sent as its own event.
+    pub counters: Option<CounterMap>,
     /// The policy, or why there is none (then every attempt is denied: fail closed).
     pub policy: Result<PolicyView<'static>, &'static str>,
 }
@@ -208,6 +237,8 @@ pub fn ensure_init() -> Loaded {
 
 fn register_fork_handler() {
     extern "C" fn child_after_fork() {
+        // The parent's folded attempts are the parent's: this process starts its own lines.
+        crate::fold::reset();
         crate::guard::with_guard(
             || (),
             || {
@@ -236,18 +267,20 @@ fn load() -> Loaded {
     let Some(bytes) = getenv_bytes() else {
         return Loaded {
             locator: None,
+            counters: None,
             policy: Err("EGRESS_RUN_POLICY is not set (environment scrubbed?)"),
         };
     };
     let Some(locator) = Locator::parse(bytes) else {
         return Loaded {
             locator: None,
+            counters: None,
             policy: Err("EGRESS_RUN_POLICY is malformed"),
         };
     };
     let policy = map_fd(locator.fd, &locator).or_else(|first| {
         // The inherited number was closed or reused: reopen the launcher's own descriptor.
-        match open_launcher_copy(&locator) {
+        match open_launcher_copy(&locator, libc::O_RDONLY) {
             Some(fd) => {
                 let r = map_fd(fd, &locator);
                 // SAFETY: fd is ours, opened just above; the mapping outlives it.
@@ -257,15 +290,66 @@ fn load() -> Loaded {
             None => Err(first),
         }
     });
+    let counters = policy.ok().and_then(|view| map_counters(&locator, view));
     Loaded {
         locator: Some(locator),
+        counters,
         policy,
     }
 }
 
-fn open_launcher_copy(loc: &Locator) -> Option<i32> {
+/// Maps the launcher's shared counters if `fd` (or the launcher's own copy) is that memfd.
+fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> {
+    let c = view.counters()?;
+    let copy = Locator {
+        fd: c.fd,
+        ino: c.ino,
+        ..*loc
+    };
+    let try_map = |fd: i32| -> Option<CounterMap> {
+        // SAFETY: an all-zero stat is valid to overwrite; fstat writes it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: st is writable.
+        if fd < 0
+            || unsafe { libc::fstat(fd, &mut st) } != 0
+            || st.st_ino != c.ino
+            || st.st_dev != loc.dev
+        {
+            return None;
+        }
+        let len = usize::try_from(c.slots.checked_mul(8)?).ok()?;
+        if (st.st_size as u64) < len as u64 {
+            return None;
+        }
+        // SAFETY: mapping the verified counters memfd, shared and read-write, checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(CounterMap {
+            base: p as usize,
+            slots: c.slots,
+        })
+    };
+    try_map(c.fd).or_else(|| {
+        let fd = open_launcher_copy(&copy, libc::O_RDWR)?;
+        let mapped = try_map(fd);
+        // SAFETY: fd is ours; the mapping outlives it.
+        unsafe { libc::close(fd) };
+        mapped
+    })
+}
+
+/// Opens the launcher's own descriptor `loc.fd` through /proc, with `access` (O_RDONLY...).
+fn open_launcher_copy(loc: &Locator, access: libc::c_int) -> Option<i32> {
     let mut path = [0u8; 64];
-    let mut w = crate::fmt::Buf::new(&mut path);
+    let mut w = crate::fmt::Buf::new(&mut path[..]);
     w.str("/proc/");
     w.uint(u64::from(loc.launcher_pid));
     w.str("/fd/");
@@ -275,7 +359,7 @@ fn open_launcher_copy(loc: &Locator) -> Option<i32> {
         return None;
     }
     // SAFETY: path is NUL-terminated; open is not hooked.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(path.as_ptr().cast(), access | libc::O_CLOEXEC) };
     (fd >= 0).then_some(fd)
 }
 

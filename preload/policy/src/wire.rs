@@ -5,7 +5,8 @@
 //! Layout (little-endian):
 //! ```text
 //! header  64 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
-//!                   total_len:u32 flags:u32 checksum:u64 reserved[24]
+//!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 reserved:u32
+//!                   counters_ino:u64 counters_slots:u64
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
@@ -98,9 +99,36 @@ fn fnv1a(bytes: &[u8], skip: std::ops::Range<usize>) -> u64 {
 /// Policy flag: run programs the library cannot enter (`--allow-unguarded`).
 pub const FLAG_ALLOW_UNGUARDED: u32 = 1;
 
+/// Where the launcher's shared attempt counters are: a memfd every guarded process maps, so
+/// that repeated identical attempts are counted without a system call and survive `SIGKILL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub fd: i32,
+    pub ino: u64,
+    /// Number of 8-byte slots; slot 0 holds the next free slot index.
+    pub slots: u64,
+}
+
 /// Encodes a policy. Rules keep their order: the first matching rule is the one reported.
 pub fn encode(mode: Mode, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
     encode_with_flags(mode, launcher_pid, rules, 0)
+}
+
+/// `encode_with_flags`, naming the shared counters too.
+pub fn encode_full(
+    mode: Mode,
+    launcher_pid: u32,
+    rules: &[Rule],
+    flags: u32,
+    counters: Counters,
+) -> Vec<u8> {
+    let mut out = encode_with_flags(mode, launcher_pid, rules, flags);
+    out[40..44].copy_from_slice(&counters.fd.to_le_bytes());
+    out[48..56].copy_from_slice(&counters.ino.to_le_bytes());
+    out[56..64].copy_from_slice(&counters.slots.to_le_bytes());
+    let sum = fnv1a(&out, CHECKSUM_AT..CHECKSUM_AT + 8);
+    out[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
+    out
 }
 
 /// `encode` with policy flags (`FLAG_*`).
@@ -287,6 +315,21 @@ impl<'a> PolicyView<'a> {
 
     pub fn launcher_pid(&self) -> u32 {
         self.launcher_pid
+    }
+
+    /// The shared counters, when the launcher made them (none: every attempt is an event).
+    pub fn counters(&self) -> Option<Counters> {
+        let slots = u64::from_le_bytes(self.bytes[56..64].try_into().ok()?);
+        (slots > 1).then(|| Counters {
+            fd: i32::from_le_bytes([
+                self.bytes[40],
+                self.bytes[41],
+                self.bytes[42],
+                self.bytes[43],
+            ]),
+            ino: u64::from_le_bytes(self.bytes[48..56].try_into().unwrap_or([0; 8])),
+            slots,
+        })
     }
 
     pub fn rule_count(&self) -> usize {
