@@ -122,7 +122,16 @@ fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
 }
 
 /// The socket's type (`SOCK_STREAM`, ...) and protocol, or None when `fd` is not a socket.
+/// One getsockopt in the common cases: the protocol says TCP or UDP. (A raw socket opened for
+/// TCP or UDP then reads as that protocol; rules do not depend on the protocol.)
 pub fn socket_kind(fd: c_int) -> Option<(c_int, Proto)> {
+    const IPPROTO_MPTCP: c_int = 262;
+    const IPPROTO_UDPLITE: c_int = 136;
+    match sockopt(fd, libc::SO_PROTOCOL)? {
+        libc::IPPROTO_TCP | IPPROTO_MPTCP => return Some((libc::SOCK_STREAM, Proto::Tcp)),
+        libc::IPPROTO_UDP | IPPROTO_UDPLITE => return Some((libc::SOCK_DGRAM, Proto::Udp)),
+        _ => {}
+    }
     let ty = sockopt(fd, libc::SO_TYPE)?;
     let proto = match ty {
         libc::SOCK_STREAM => Proto::Tcp,
