@@ -309,12 +309,12 @@ fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> 
     let try_map = |fd: i32| -> Option<CounterMap> {
         // SAFETY: an all-zero stat is valid to overwrite; fstat writes it.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if fd < 0 {
+            return None;
+        }
         // SAFETY: st is writable.
-        if fd < 0
-            || unsafe { libc::fstat(fd, &mut st) } != 0
-            || st.st_ino != c.ino
-            || st.st_dev != loc.dev
-        {
+        let stat_ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+        if !stat_ok || st.st_ino != c.ino || st.st_dev != loc.dev {
             return None;
         }
         let len = usize::try_from(c.slots.checked_mul(8)?).ok()?;
