@@ -250,15 +250,8 @@ impl Collector {
                 self.exes.insert(pid, exe.clone());
                 self.pids.insert(pid);
                 self.lines.push(Line::Process(ProcessLine {
-                    kind: "process",
-                    pid,
-                    ppid,
-                    exe,
-                    argv,
-                    guarded: true,
-                    reason: None,
                     policy_error,
-                    refused: None,
+                    ..ProcessLine::new(pid, ppid, exe, argv)
                 }));
             }
             Wire::Connect(a) => self.attempt("connect", a),
@@ -391,15 +384,10 @@ impl Collector {
             self.exes.insert(pid, exe.clone());
         }
         self.lines.push(Line::Process(ProcessLine {
-            kind: "process",
-            pid,
-            ppid,
-            exe,
-            argv,
             guarded: false,
             reason: Some(reason),
-            policy_error: None,
             refused: Some(refused),
+            ..ProcessLine::new(pid, ppid, exe, argv)
         }));
     }
 

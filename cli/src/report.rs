@@ -36,6 +36,23 @@ pub struct ProcessLine {
     pub refused: Option<bool>,
 }
 
+impl ProcessLine {
+    /// A guarded process that checked in with its policy.
+    pub fn new(pid: i32, ppid: i32, exe: String, argv: Vec<String>) -> Self {
+        ProcessLine {
+            kind: "process",
+            pid,
+            ppid,
+            exe,
+            argv,
+            guarded: true,
+            reason: None,
+            policy_error: None,
+            refused: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct AttemptLine {
     #[serde(rename = "type")]

@@ -17,7 +17,7 @@ pub fn destination(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8
         Err(_) => return (Verdict::Deny(DenyReason::NoPolicy), None),
     };
     let by_name = learned::lookup(ip, |rule| {
-        view.rule(rule).is_some_and(|r| r.ports.contains(port))
+        view.rule_ports(rule).is_some_and(|p| p.contains(port))
     });
     let host = by_name.map(|f| f.host());
     if let Some(rule) = view.match_addr(ip, port) {

@@ -212,38 +212,45 @@ impl RuleView<'_> {
         matches!(self.kind, KIND_NAME | KIND_BELOW)
     }
 
-    fn net(&self) -> Option<IpAddr> {
-        match self.kind {
-            KIND_NET4 => Some(IpAddr::V4(Ipv4Addr::new(
-                self.addr[0],
-                self.addr[1],
-                self.addr[2],
-                self.addr[3],
-            ))),
-            KIND_NET6 => Some(IpAddr::V6(Ipv6Addr::from(self.addr))),
-            _ => None,
-        }
-    }
-
     pub fn matches_addr(&self, ip: IpAddr, port: u16) -> bool {
-        if !self.ports.contains(port) {
-            return false;
-        }
-        match self.kind {
-            KIND_LOOPBACK => is_loopback(ip),
-            KIND_NET4 | KIND_NET6 => self
-                .net()
-                .is_some_and(|net| net_contains(net, self.prefix, ip)),
-            _ => false,
-        }
+        addr_matches(self.kind, self.prefix, self.ports, &self.addr, ip, port)
     }
 
     pub fn matches_name(&self, name: &[u8]) -> bool {
-        match self.kind {
-            KIND_NAME => name_matches(false, self.name, name),
-            KIND_BELOW => name_matches(true, self.name, name),
-            _ => false,
-        }
+        name_rule_matches(self.kind, self.name, name)
+    }
+}
+
+/// The one address matcher, for validated rule fields.
+fn addr_matches(
+    kind: u8,
+    prefix: u8,
+    ports: PortRange,
+    addr: &[u8; 16],
+    ip: IpAddr,
+    port: u16,
+) -> bool {
+    if !ports.contains(port) {
+        return false;
+    }
+    match kind {
+        KIND_LOOPBACK => is_loopback(ip),
+        KIND_NET4 => net_contains(
+            IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+            prefix,
+            ip,
+        ),
+        KIND_NET6 => net_contains(IpAddr::V6(Ipv6Addr::from(*addr)), prefix, ip),
+        _ => false,
+    }
+}
+
+/// The one name matcher, for validated rule fields.
+fn name_rule_matches(kind: u8, rule_name: &[u8], name: &[u8]) -> bool {
+    match kind {
+        KIND_NAME => name_matches(false, rule_name, name),
+        KIND_BELOW => name_matches(true, rule_name, name),
+        _ => false,
     }
 }
 
@@ -398,13 +405,48 @@ impl<'a> PolicyView<'a> {
         (0..self.rule_count).filter_map(move |i| self.read_rule(i))
     }
 
+    /// The raw record of rule `i`. Matching reads only the fields it needs from it, without
+    /// re-validating: `parse` validated every rule once (this runs on every connect and send).
+    fn record(&self, i: usize) -> Option<&'a [u8]> {
+        let at = HEADER_LEN + i * RULE_LEN;
+        self.bytes.get(at..at + RULE_LEN)
+    }
+
+    /// The ports rule `i` allows.
+    pub fn rule_ports(&self, i: usize) -> Option<PortRange> {
+        let r = self.record(i).filter(|_| i < self.rule_count)?;
+        Some(PortRange {
+            lo: u16_at(r, 2),
+            hi: u16_at(r, 4),
+        })
+    }
+
     /// The first address or loopback rule that allows `ip:port`.
     pub fn match_addr(&self, ip: IpAddr, port: u16) -> Option<usize> {
-        (0..self.rule_count).find(|&i| self.read_rule(i).is_some_and(|r| r.matches_addr(ip, port)))
+        (0..self.rule_count).find(|&i| {
+            self.record(i).is_some_and(|r| {
+                let ports = PortRange {
+                    lo: u16_at(r, 2),
+                    hi: u16_at(r, 4),
+                };
+                let mut addr = [0u8; 16];
+                addr.copy_from_slice(&r[8..24]);
+                addr_matches(r[0], r[1], ports, &addr, ip, port)
+            })
+        })
     }
 
     /// The first name rule that allows looking up `name`.
     pub fn match_name(&self, name: &[u8]) -> Option<usize> {
-        (0..self.rule_count).find(|&i| self.read_rule(i).is_some_and(|r| r.matches_name(name)))
+        let strings = self.strings();
+        (0..self.rule_count).find(|&i| {
+            self.record(i).is_some_and(|r| {
+                let (off, len) = (u32_at(r, 32) as usize, u32_at(r, 36) as usize);
+                matches!(r[0], KIND_NAME | KIND_BELOW)
+                    && strings
+                        .get(off..off.saturating_add(len))
+                        .is_some_and(|rule_name| name_rule_matches(r[0], rule_name, name))
+            })
+        })
     }
 }

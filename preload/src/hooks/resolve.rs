@@ -234,20 +234,41 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
     h
 }
 
-/// Refuses a reentrant lookup: no result, NO_RECOVERY.
+/// A refused `gethostbyname*_r`: NO_RECOVERY, EACCES.
+///
+/// # Safety
+/// As for `refuse_r`.
+unsafe fn refused_lookup_r(result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
+    // SAFETY: as the caller promises.
+    unsafe {
+        refuse_r(
+            result,
+            h_errnop,
+            verdict::REFUSED_H_ERRNO,
+            verdict::REFUSED_R_ERRNO,
+        )
+    }
+}
+
+/// A refused `*_r` lookup: no result, `h_errno` in the caller's slot, `ret` returned.
 ///
 /// # Safety
 /// `result` and `h_errnop` must be null or writable.
-unsafe fn refuse_r(result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
+pub(crate) unsafe fn refuse_r(
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+    h_errno: c_int,
+    ret: c_int,
+) -> c_int {
     if !result.is_null() {
         // SAFETY: writable per the caller.
         unsafe { *result = std::ptr::null_mut() };
     }
     if !h_errnop.is_null() {
         // SAFETY: writable per the caller.
-        unsafe { *h_errnop = verdict::REFUSED_H_ERRNO };
+        unsafe { *h_errnop = h_errno };
     }
-    verdict::REFUSED_R_ERRNO
+    ret
 }
 
 /// # Safety
@@ -266,14 +287,14 @@ pub unsafe extern "C" fn gethostbyname_r(
         (unsafe { plan_for(name, "gethostbyname_r", false) })
     else {
         // SAFETY: the caller's out-pointers.
-        return unsafe { refuse_r(result, h_errnop) };
+        return unsafe { refused_lookup_r(result, h_errnop) };
     };
     // SAFETY: gethostbyname_r's C signature, forwarding the caller's arguments.
     let rc = match unsafe { real::func::<real::GethostbynameRFn>(&real::GETHOSTBYNAME_R) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(name, ret, buf, buflen, result, h_errnop) },
         // SAFETY: the caller's out-pointers.
-        None => return unsafe { refuse_r(result, h_errnop) },
+        None => return unsafe { refused_lookup_r(result, h_errnop) },
     };
     // SAFETY: result is the caller's out-pointer, filled in by libc on success.
     if rc == 0 && l && !result.is_null() && !unsafe { *result }.is_null() {
@@ -300,14 +321,14 @@ pub unsafe extern "C" fn gethostbyname2_r(
         (unsafe { plan_for(name, "gethostbyname2_r", false) })
     else {
         // SAFETY: the caller's out-pointers.
-        return unsafe { refuse_r(result, h_errnop) };
+        return unsafe { refused_lookup_r(result, h_errnop) };
     };
     // SAFETY: gethostbyname2_r's C signature, forwarding the caller's arguments.
     let rc = match unsafe { real::func::<real::Gethostbyname2RFn>(&real::GETHOSTBYNAME2_R) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(name, af, ret, buf, buflen, result, h_errnop) },
         // SAFETY: the caller's out-pointers.
-        None => return unsafe { refuse_r(result, h_errnop) },
+        None => return unsafe { refused_lookup_r(result, h_errnop) },
     };
     // SAFETY: result is the caller's out-pointer, filled in by libc on success.
     if rc == 0 && l && !result.is_null() && !unsafe { *result }.is_null() {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
 
+use super::resolve::refuse_r;
 use super::{action_for, check_with};
 use crate::events;
 use crate::fmt::Buf;
@@ -132,16 +133,8 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     // SAFETY: the caller's address of `len` bytes.
     let ip = unsafe { sock::ip_from_raw(ty, len as usize, addr.cast()) };
     if check_reverse(ip, "gethostbyaddr_r") == Action::Refuse {
-        // SAFETY: the caller's out-pointers, written only when non-null.
-        unsafe {
-            if !result.is_null() {
-                *result = std::ptr::null_mut();
-            }
-            if !h_errnop.is_null() {
-                *h_errnop = HOST_NOT_FOUND;
-            }
-        }
-        return libc::ENOENT;
+        // SAFETY: the caller's out-pointers.
+        return unsafe { refuse_r(result, h_errnop, HOST_NOT_FOUND, libc::ENOENT) };
     }
     // SAFETY: gethostbyaddr_r's C signature; the caller's arguments.
     match unsafe { real::func::<GethostbyaddrRFn>(&real::GETHOSTBYADDR_R) } {
