@@ -183,8 +183,6 @@ pub fn process_started(loaded: &Loaded) {
         )
     }
     .max(0) as usize;
-    let mut cmdline = [0u8; 4096];
-    let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut cmdline);
 
     let mut out = [0u8; 8192];
     let mut w = Buf::new(&mut out);
@@ -192,24 +190,22 @@ pub fn process_started(loaded: &Loaded) {
     pid_ppid(&mut w);
     w.str(",\"exe\":");
     w.json_str(&exe[..exe_len]);
-    w.str(",\"argv\":[");
-    let args = cmdline[..cmd_len]
-        .strip_suffix(b"\0")
-        .unwrap_or(&cmdline[..cmd_len]);
-    if cmd_len > 0 {
-        for (i, arg) in args.split(|&b| b == 0).enumerate() {
-            // Keep room to close the array and object whatever happens.
-            if w.remaining() < arg.len() * 6 + 300 {
-                w.str(if i > 0 { ",\"...\"" } else { "\"...\"" });
-                break;
-            }
-            if i > 0 {
-                w.str(",");
-            }
-            w.json_str(arg);
-        }
+    let argv = crate::state::startup_argv();
+    if argv.is_null() {
+        // Not the image's own start (a forked child, or a hook that ran before this library's
+        // constructor): the kernel's copy of the arguments.
+        let mut cmdline = [0u8; 4096];
+        let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut cmdline);
+        let args = cmdline[..cmd_len]
+            .strip_suffix(b"\0")
+            .unwrap_or(&cmdline[..cmd_len]);
+        let args = args.split(|&b| b == 0).filter(|_| cmd_len > 0);
+        write_argv(&mut w, args, 300);
+    } else {
+        // SAFETY: the loader's argv, a NULL-terminated array of NUL-terminated strings, read
+        // at the image's start before the program could change it.
+        write_argv(&mut w, unsafe { c_strings(argv) }, 300);
     }
-    w.str("]");
     if let Err(why) = loaded.policy {
         w.str(",\"policy_error\":");
         w.json_str(why.as_bytes());
@@ -218,6 +214,46 @@ pub fn process_started(loaded: &Loaded) {
     if !w.truncated() {
         send(&loc, w.as_bytes());
     }
+}
+
+/// Writes `,"argv":[...]`, ending the list with `"..."` where the next argument would leave
+/// less than `reserve` bytes for what follows.
+fn write_argv<'a>(w: &mut Buf, args: impl Iterator<Item = &'a [u8]>, reserve: usize) {
+    w.str(",\"argv\":[");
+    for (i, arg) in args.enumerate() {
+        if w.remaining() < arg.len() * 6 + reserve {
+            w.str(if i > 0 { ",\"...\"" } else { "\"...\"" });
+            break;
+        }
+        if i > 0 {
+            w.str(",");
+        }
+        w.json_str(arg);
+    }
+    w.str("]");
+}
+
+/// The strings of a C argument vector, read as the iterator advances.
+///
+/// # Safety
+/// `argv` must be null or a NULL-terminated array of NUL-terminated strings that stay valid
+/// and unchanged while the iterator is used.
+unsafe fn c_strings<'a>(argv: *const *const libc::c_char) -> impl Iterator<Item = &'a [u8]> {
+    let mut at = argv;
+    std::iter::from_fn(move || {
+        if at.is_null() {
+            return None;
+        }
+        // SAFETY: `at` points into the caller's NULL-terminated array (see the contract).
+        let arg = unsafe { *at };
+        if arg.is_null() {
+            return None;
+        }
+        // SAFETY: the slot was not the terminator, so the next one exists.
+        at = unsafe { at.add(1) };
+        // SAFETY: a NUL-terminated string of the array, valid while the iterator is used.
+        Some(unsafe { std::ffi::CStr::from_ptr(arg) }.to_bytes())
+    })
 }
 
 /// Records one name lookup (`call` looked up `name`). Called before the lookup proceeds.
@@ -364,30 +400,9 @@ pub unsafe fn unguarded(
     w.int(i64::from(ppid));
     w.str(",\"exe\":");
     w.json_str(exe);
-    w.str(",\"argv\":[");
-    let mut at = argv;
-    let mut first = true;
-    while !at.is_null() {
-        // SAFETY: within the caller's NULL-terminated array.
-        let arg = unsafe { *at };
-        if arg.is_null() {
-            break;
-        }
-        // SAFETY: a NUL-terminated string of the array.
-        let arg = unsafe { std::ffi::CStr::from_ptr(arg) }.to_bytes();
-        if w.remaining() < arg.len() * 6 + 400 {
-            w.str(if first { "\"...\"" } else { ",\"...\"" });
-            break;
-        }
-        if !first {
-            w.str(",");
-        }
-        first = false;
-        w.json_str(arg);
-        // SAFETY: the next slot exists because this one was not the terminator.
-        at = unsafe { at.add(1) };
-    }
-    w.str("],\"guarded\":false,\"reason\":");
+    // SAFETY: the caller passes null or a NULL-terminated array of NUL-terminated strings.
+    write_argv(&mut w, unsafe { c_strings(argv) }, 400);
+    w.str(",\"guarded\":false,\"reason\":");
     w.json_str(reason.as_bytes());
     w.str(if refused {
         ",\"refused\":true}"

@@ -14,12 +14,13 @@ use egress_policy::canonical_ip;
 
 const CAPACITY: usize = 1024;
 const MAX_HOST: usize = 255;
-const NO_RULE: usize = usize::MAX;
 
 #[derive(Clone, Copy)]
 struct Data {
     ip: IpAddr,
-    rule: usize,
+    /// The allowing rule's index plus one; 0 for none. Zero-based encodings would put the
+    /// 300 KiB table in .data instead of .bss (a file-backed mapping every process pays for).
+    rule_plus_one: usize,
     host_len: usize,
     host: [u8; MAX_HOST],
 }
@@ -44,7 +45,7 @@ const EMPTY: Entry = Entry {
     ready: AtomicBool::new(false),
     data: UnsafeCell::new(Data {
         ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        rule: NO_RULE,
+        rule_plus_one: 0,
         host_len: 0,
         host: [0; MAX_HOST],
     }),
@@ -89,9 +90,11 @@ fn published() -> impl Iterator<Item = (usize, &'static Data)> {
 pub fn remember(ip: IpAddr, host: &[u8], rule: Option<usize>) {
     let ip = canonical_ip(ip);
     let host = &host[..host.len().min(MAX_HOST)];
-    let rule = rule.unwrap_or(NO_RULE);
+    let rule_plus_one = rule.map_or(0, |r| r + 1);
     let known = published().any(|(_, d)| {
-        d.ip == ip && d.rule == rule && d.host[..d.host_len].eq_ignore_ascii_case(host)
+        d.ip == ip
+            && d.rule_plus_one == rule_plus_one
+            && d.host[..d.host_len].eq_ignore_ascii_case(host)
     });
     if known {
         return;
@@ -106,7 +109,7 @@ pub fn remember(ip: IpAddr, host: &[u8], rule: Option<usize>) {
     // SAFETY: index i was claimed by this thread alone and is not yet ready.
     let d = unsafe { &mut *e.data.get() };
     d.ip = ip;
-    d.rule = rule;
+    d.rule_plus_one = rule_plus_one;
     d.host_len = host.len();
     d.host[..host.len()].copy_from_slice(host);
     e.ready.store(true, Ordering::Release);
@@ -120,9 +123,9 @@ pub fn lookup(ip: IpAddr, mut rule_allows: impl FnMut(usize) -> bool) -> Option<
         if d.ip != ip {
             continue;
         }
-        if d.rule != NO_RULE && rule_allows(d.rule) {
+        if d.rule_plus_one != 0 && rule_allows(d.rule_plus_one - 1) {
             return Some(Found {
-                rule: Some(d.rule),
+                rule: Some(d.rule_plus_one - 1),
                 index: i,
             });
         }

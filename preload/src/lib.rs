@@ -11,6 +11,7 @@ mod decide;
 mod dns_sockets;
 mod dnsmsg;
 mod events;
+mod fd_kinds;
 mod fmt;
 mod fold;
 mod guard;
@@ -22,9 +23,15 @@ mod sock;
 mod state;
 mod verdict;
 
-/// Runs when the library is loaded. Hooks that run earlier (from another library's
-/// constructor) initialise lazily through the same idempotent path.
-extern "C" fn egress_preload_init() {
+/// Runs when the library is loaded, with the arguments glibc passes to `.init_array`
+/// functions (argc, argv, envp). Hooks that run earlier (from another library's constructor)
+/// initialise lazily through the same idempotent path.
+extern "C" fn egress_preload_init(
+    _argc: libc::c_int,
+    argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
+    state::note_startup_argv(argv);
     let _ = std::panic::catch_unwind(|| {
         guard::with_guard(
             || (),
@@ -37,7 +44,18 @@ extern "C" fn egress_preload_init() {
 
 #[used]
 #[link_section = ".init_array"]
-static INIT: extern "C" fn() = egress_preload_init;
+static INIT: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) =
+    egress_preload_init;
+
+/// A probe for the end-to-end tests: panics and catches the panic inside this library, and
+/// returns 1 when the unwinder (linked in statically, see build.rs) brought it back. A program
+/// may call it; it changes nothing.
+#[no_mangle]
+pub extern "C" fn egress_preload_unwind_selftest() -> libc::c_int {
+    struct SelftestPanic;
+    let caught = std::panic::catch_unwind(|| std::panic::panic_any(SelftestPanic)).is_err();
+    libc::c_int::from(caught)
+}
 
 extern "C" {
     fn execl(path: *const libc::c_char, arg: *const libc::c_char, ...) -> libc::c_int;

@@ -70,8 +70,14 @@ pub static DLOPEN: Real = Real::new(b"dlopen\0");
 pub static SYSTEM: Real = Real::new(b"system\0");
 pub static POPEN: Real = Real::new(b"popen\0");
 pub static EXECVEAT: Real = Real::new(b"execveat\0");
+pub static SOCKET: Real = Real::new(b"socket\0");
+pub static CLOSE: Real = Real::new(b"close\0");
+pub static DUP: Real = Real::new(b"dup\0");
+pub static DUP2: Real = Real::new(b"dup2\0");
+pub static DUP3: Real = Real::new(b"dup3\0");
+pub static CLOSE_RANGE: Real = Real::new(b"close_range\0");
 
-static ALL: [&Real; 32] = [
+static ALL: [&Real; 38] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -104,6 +110,12 @@ static ALL: [&Real; 32] = [
     &SYSTEM,
     &POPEN,
     &EXECVEAT,
+    &SOCKET,
+    &CLOSE,
+    &DUP,
+    &DUP2,
+    &DUP3,
+    &CLOSE_RANGE,
 ];
 
 pub fn resolve_all() {
@@ -113,6 +125,12 @@ pub fn resolve_all() {
     crate::hooks::dlopen::resolve();
 }
 
+pub type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+/// `close` and `dup`: one descriptor in, an int out.
+pub type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+pub type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
 pub type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 pub type SendtoFn = unsafe extern "C" fn(
     c_int,

@@ -6,6 +6,7 @@ use super::{action_for, check};
 use crate::decide;
 use crate::dns_sockets;
 use crate::events::{self, Attempt, Kind};
+use crate::fd_kinds;
 use crate::real;
 use crate::sock::{self, Dest};
 use crate::state::Loaded;
@@ -16,8 +17,13 @@ pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str
     let Dest::Inet { ip, port } = dest else {
         return Action::Proceed; // Unix, netlink, AF_UNSPEC: not egress
     };
-    // Not a socket: the kernel answers ENOTSOCK/EBADF itself.
-    let Some((_, proto)) = sock::socket_kind(fd) else {
+    // What socket() made, else ask the kernel; not a socket: it answers ENOTSOCK/EBADF.
+    // (Port 53 always asks: a stale entry must not hide a UDP socket to a DNS server.)
+    let kind = match fd_kinds::kind(fd) {
+        Some(kind) if port != 53 => Some(kind),
+        _ => sock::socket_kind(fd),
+    };
+    let Some((_, proto)) = kind else {
         return Action::Proceed;
     };
     let (verdict, host) = decide::destination(loaded, dest);

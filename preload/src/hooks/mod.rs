@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod dlopen;
 pub mod exec;
+pub mod fd;
 pub mod res;
 pub mod resolve;
 pub mod reverse;

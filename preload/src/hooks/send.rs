@@ -9,6 +9,7 @@ use crate::decide;
 use crate::dns_sockets;
 use crate::dnsmsg;
 use crate::events::{self, Attempt, Kind};
+use crate::fd_kinds;
 use crate::real;
 use crate::sock::{self, Dest};
 use crate::state::Loaded;
@@ -31,7 +32,14 @@ pub(crate) fn decide_send(
     let Dest::Inet { ip, port } = dest else {
         return Action::Proceed;
     };
-    let Some((ty, proto)) = sock::socket_kind(fd) else {
+    // A datagram socket made by socket() needs no system call to say so: a stale entry only
+    // means this send is checked. Anything else (a stream socket, on which the address is
+    // ignored unless it opens the connection) is confirmed by the kernel.
+    let kind = match fd_kinds::kind(fd) {
+        Some(kind @ (libc::SOCK_DGRAM, _)) => Some(kind),
+        _ => sock::socket_kind(fd),
+    };
+    let Some((ty, proto)) = kind else {
         return Action::Proceed;
     };
     if ty == libc::SOCK_STREAM {

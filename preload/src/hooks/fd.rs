@@ -1,0 +1,114 @@
+//! Descriptor bookkeeping: `socket` records what it made, and the calls that close or replace
+//! a descriptor forget it (see fd_kinds). None of these decides anything: each forwards the
+//! caller's arguments and leaves errno as the real call set it.
+
+use libc::{c_int, c_uint};
+
+use crate::fd_kinds;
+use crate::real;
+use crate::verdict::set_errno;
+
+/// What a shim returns when libc lacks the real function (never on glibc 2.34 or later).
+fn missing() -> c_int {
+    set_errno(libc::ENOSYS);
+    -1
+}
+
+/// # Safety
+/// Called by C with socket(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: SocketFn is socket's C signature; the caller's arguments are forwarded.
+    let fd = match unsafe { real::func::<real::SocketFn>(&real::SOCKET) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(domain, ty, protocol) },
+        None => return missing(),
+    };
+    if fd >= 0 {
+        fd_kinds::created(fd, domain, ty, protocol);
+    }
+    fd
+}
+
+/// # Safety
+/// Called by C with close(2)'s argument.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // Forget first: once the real close returns, the number may be handed out again.
+    fd_kinds::forget(fd);
+    // SAFETY: CloseFn is close's C signature; the caller's argument is forwarded.
+    match unsafe { real::func::<real::CloseFn>(&real::CLOSE) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(fd) },
+        None => missing(),
+    }
+}
+
+/// # Safety
+/// Called by C with dup(2)'s argument.
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    // SAFETY: CloseFn has dup's C signature too (int -> int); the argument is forwarded.
+    let new = match unsafe { real::func::<real::CloseFn>(&real::DUP) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(old) },
+        None => return missing(),
+    };
+    if new >= 0 {
+        fd_kinds::copy(old, new);
+    }
+    new
+}
+
+/// # Safety
+/// Called by C with dup2(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old != new {
+        fd_kinds::forget(new);
+    }
+    // SAFETY: Dup2Fn is dup2's C signature; the caller's arguments are forwarded.
+    let rc = match unsafe { real::func::<real::Dup2Fn>(&real::DUP2) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(old, new) },
+        None => return missing(),
+    };
+    if rc >= 0 {
+        fd_kinds::copy(old, rc);
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C with dup3(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if old != new {
+        fd_kinds::forget(new);
+    }
+    // SAFETY: Dup3Fn is dup3's C signature; the caller's arguments are forwarded.
+    let rc = match unsafe { real::func::<real::Dup3Fn>(&real::DUP3) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(old, new, flags) },
+        None => return missing(),
+    };
+    if rc >= 0 {
+        fd_kinds::copy(old, rc);
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C with close_range(2)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        fd_kinds::forget_range(first, last);
+    }
+    // SAFETY: CloseRangeFn is close_range's C signature; the caller's arguments are forwarded.
+    match unsafe { real::func::<real::CloseRangeFn>(&real::CLOSE_RANGE) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(first, last, flags) },
+        None => missing(),
+    }
+}
