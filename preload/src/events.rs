@@ -271,34 +271,42 @@ pub fn record_lookup(loaded: &Loaded, call: &'static str, name: &[u8], verdict: 
     );
 }
 
-/// The identity of an attempt for folding: everything its report line is keyed on.
+/// The identity of an attempt for folding: everything its report line is keyed on, as a few
+/// whole words (this runs on every attempt).
 fn key_of(loaded: &Loaded, a: &Attempt) -> KeyHash {
     let mut k = KeyHash::new();
-    k.bytes(a.kind.as_str().as_bytes())
-        .bytes(b"\0")
-        .bytes(a.call.as_bytes())
-        .bytes(b"\0")
-        .bytes(a.proto.map_or("", Proto::as_str).as_bytes())
-        .bytes(b"\0");
-    match a
+    let dest = a
         .dest
-        .map(|(ip, port)| (egress_policy::canonical_ip(ip), port))
-    {
-        Some((IpAddr::V4(v4), port)) => {
-            k.bytes(&[4]).bytes(&v4.octets()).bytes(&port.to_le_bytes())
-        }
-        Some((IpAddr::V6(v6), port)) => {
-            k.bytes(&[6]).bytes(&v6.octets()).bytes(&port.to_le_bytes())
-        }
-        None => k.bytes(&[0]),
+        .map(|(ip, port)| (egress_policy::canonical_ip(ip), port));
+    let (family, port) = match dest {
+        Some((IpAddr::V4(_), port)) => (4u64, u64::from(port)),
+        Some((IpAddr::V6(_), port)) => (6, u64::from(port)),
+        None => (0, 0),
     };
-    k.bytes(a.host.unwrap_or(b"\xff")).bytes(b"\0");
+    let proto = a.proto.map_or(0, |p| p as u64 + 1);
+    k.word(a.kind as u64 | proto << 8 | (loaded.mode() as u64) << 16 | family << 24 | port << 32);
+    k.bytes(a.call.as_bytes());
+    match dest {
+        Some((IpAddr::V4(v4), _)) => k.word(u64::from(u32::from(v4))),
+        Some((IpAddr::V6(v6), _)) => {
+            let bits = u128::from(v6);
+            k.word(bits as u64);
+            k.word((bits >> 64) as u64);
+        }
+        None => {}
+    }
+    match a.host {
+        Some(h) => {
+            k.word(1);
+            k.bytes(h);
+        }
+        None => k.word(0),
+    }
     match a.verdict {
-        Verdict::Allow { rule } => k.bytes(b"A").bytes(&(rule as u64).to_le_bytes()),
-        Verdict::Deny(reason) => k.bytes(b"D").bytes(reason.as_str().as_bytes()),
-        Verdict::PassThrough => k.bytes(b"P"),
-    };
-    k.bytes(&[loaded.mode() as u8]);
+        Verdict::Allow { rule } => k.word(1 << 62 | rule as u64),
+        Verdict::Deny(reason) => k.word(2 << 62 | reason as u64),
+        Verdict::PassThrough => k.word(3 << 62),
+    }
     k
 }
 
@@ -309,7 +317,7 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
     if a.verdict == Verdict::PassThrough {
         return;
     }
-    let folded = match loaded.counters {
+    let folded = match loaded.counters() {
         Some(counters) => fold::fold(counters, &key_of(loaded, a)),
         None => Fold::Unfolded,
     };
@@ -318,6 +326,14 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
         Fold::New { entry, slot } => Some((entry, slot)),
         Fold::Unfolded => None,
     };
+    send_attempt(&loc, loaded, a, slot);
+}
+
+/// The first attempt of its kind: format its line and send it. Kept out of `record` so that
+/// the repeat path (a hash and an atomic add) does not pay for this function's buffer.
+#[cold]
+#[inline(never)]
+fn send_attempt(loc: &Locator, loaded: &Loaded, a: &Attempt, slot: Option<(usize, u64)>) {
     let mut out = [0u8; 2048];
     let mut w = Buf::new(&mut out);
     w.str("{\"type\":\"");
@@ -366,7 +382,7 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
     }
     w.str("}");
     if !w.truncated() {
-        send(&loc, w.as_bytes());
+        send(loc, w.as_bytes());
     }
     if let Some((entry, slot)) = slot {
         // Only now may other attempts count into the slot: its line exists at the launcher.

@@ -40,7 +40,9 @@ pub enum Fold {
     Unfolded,
 }
 
-/// An attempt's key hash: FNV-1a 64 over its bytes, never 0 (0 marks a free entry).
+/// An attempt's key hash, never 0 (0 marks a free entry). Mixes eight bytes at a time: this
+/// runs on every attempt, and a byte-at-a-time hash was the largest item of the per-send
+/// profile.
 pub struct KeyHash(u64);
 
 impl KeyHash {
@@ -48,11 +50,26 @@ impl KeyHash {
         KeyHash(0xcbf2_9ce4_8422_2325)
     }
 
+    pub fn word(&mut self, w: u64) {
+        let h = (self.0 ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+
+    /// Adds one piece of the key; its length is mixed in too, so pieces cannot run together.
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        for &x in b {
-            self.0 ^= u64::from(x);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
         }
+        let tail = chunks
+            .remainder()
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+        self.word(tail);
+        self.word(b.len() as u64);
         self
     }
 

@@ -4,7 +4,7 @@
 //! valid for the life of the process (and of forked children, which inherit the mapping).
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use egress_policy::{Locator, Mode, PolicyView, POLICY_ENV};
 
@@ -45,8 +45,6 @@ impl CounterMap {
 #[derive(Clone, Copy)]
 pub struct Loaded {
     pub locator: Option<Locator>,
-    /// None: every attempt is sent as its own event.
-    pub counters: Option<CounterMap>,
     /// The policy, or why there is none (then every attempt is denied: fail closed).
     pub policy: Result<PolicyView<'static>, &'static str>,
 }
@@ -58,7 +56,53 @@ impl Loaded {
             Err(_) => Mode::Block,
         }
     }
+
+    /// The launcher's shared counters, mapped on first use: most processes (a shell's
+    /// utilities) never attempt anything, and the mapping cost every exec two system calls
+    /// and an unmapping at exit. None (mapping failed, or another thread is mapping them right
+    /// now): the attempt is sent as its own event, which the launcher counts as 1.
+    pub fn counters(&self) -> Option<CounterMap> {
+        match COUNTERS_STATE.load(Ordering::Acquire) {
+            MAPPED => {
+                return Some(CounterMap {
+                    base: COUNTERS_BASE.load(Ordering::Relaxed),
+                    slots: COUNTERS_SLOTS.load(Ordering::Relaxed),
+                })
+            }
+            UNTRIED => {}
+            _ => return None,
+        }
+        if COUNTERS_STATE
+            .compare_exchange(UNTRIED, MAPPING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        let mapped = match (self.locator, self.policy) {
+            (Some(loc), Ok(view)) => map_counters(&loc, view),
+            _ => None,
+        };
+        let Some(map) = mapped else {
+            COUNTERS_STATE.store(FAILED, Ordering::Release);
+            return None;
+        };
+        COUNTERS_BASE.store(map.base, Ordering::Relaxed);
+        COUNTERS_SLOTS.store(map.slots, Ordering::Relaxed);
+        COUNTERS_STATE.store(MAPPED, Ordering::Release);
+        Some(map)
+    }
 }
+
+const UNTRIED: u8 = 0;
+const MAPPING: u8 = 1;
+const MAPPED: u8 = 2;
+const FAILED: u8 = 3;
+
+/// The counters mapping, published by COUNTERS_STATE (Release after the two stores). A forked
+/// child inherits both the mapping (shared) and these values.
+static COUNTERS_STATE: AtomicU8 = AtomicU8::new(UNTRIED);
+static COUNTERS_BASE: AtomicUsize = AtomicUsize::new(0);
+static COUNTERS_SLOTS: AtomicU64 = AtomicU64::new(0);
 
 struct Slot(UnsafeCell<Option<Loaded>>);
 
@@ -220,8 +264,9 @@ fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-/// The policy state, initialising it on first use.
-pub fn ensure_init() -> Loaded {
+/// The policy state, initialising it on first use. A reference: hooks read a few fields of it
+/// on every call, and copying the whole state showed up in the per-call profile.
+pub fn ensure_init() -> &'static Loaded {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
@@ -232,13 +277,15 @@ pub fn ensure_init() -> Loaded {
                 // SAFETY: we own the slot until READY is published (see `Slot`).
                 unsafe { *SLOT.0.get() = Some(loaded) };
                 STATE.store(READY, Ordering::Release);
-                events::process_started(&loaded);
+                // SAFETY: READY is published; the slot is written and immutable from now on.
+                let loaded = unsafe { (*SLOT.0.get()).as_ref() }.unwrap_or(&NO_STATE);
+                events::process_started(loaded);
                 register_fork_handler();
                 return loaded;
             }
             Err(READY) => {
                 // SAFETY: READY was observed with Acquire; the slot is written and immutable.
-                if let Some(loaded) = unsafe { *SLOT.0.get() } {
+                if let Some(loaded) = unsafe { (*SLOT.0.get()).as_ref() } {
                     return loaded;
                 }
             }
@@ -264,7 +311,7 @@ fn register_fork_handler() {
             || (),
             || {
                 if let Some(loaded) = current() {
-                    events::process_started(&loaded);
+                    events::process_started(loaded);
                 }
             },
         );
@@ -275,27 +322,31 @@ fn register_fork_handler() {
 }
 
 /// The policy state if initialisation has finished.
-pub fn current() -> Option<Loaded> {
+pub fn current() -> Option<&'static Loaded> {
     if STATE.load(Ordering::Acquire) == READY {
         // SAFETY: READY observed with Acquire; the slot is written and immutable.
-        unsafe { *SLOT.0.get() }
+        unsafe { (*SLOT.0.get()).as_ref() }
     } else {
         None
     }
 }
 
+/// Never read in practice: the slot is always filled before READY is published.
+static NO_STATE: Loaded = Loaded {
+    locator: None,
+    policy: Err("policy state missing"),
+};
+
 fn load() -> Loaded {
     let Some(bytes) = getenv_bytes() else {
         return Loaded {
             locator: None,
-            counters: None,
             policy: Err("EGRESS_RUN_POLICY is not set (environment scrubbed?)"),
         };
     };
     let Some(locator) = Locator::parse(bytes) else {
         return Loaded {
             locator: None,
-            counters: None,
             policy: Err("EGRESS_RUN_POLICY is malformed"),
         };
     };
@@ -311,10 +362,8 @@ fn load() -> Loaded {
             None => Err(first),
         }
     });
-    let counters = policy.ok().and_then(|view| map_counters(&locator, view));
     Loaded {
         locator: Some(locator),
-        counters,
         policy,
     }
 }

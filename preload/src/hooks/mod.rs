@@ -35,7 +35,7 @@ pub fn check_with<T: Copy>(open: T, closed: T, decide: impl FnOnce(&Loaded) -> T
     if guard::active() {
         let saved = errno();
         let value = match state::current() {
-            Some(loaded) => decide(&loaded),
+            Some(loaded) => decide(loaded),
             None => closed,
         };
         set_errno(saved);
@@ -46,7 +46,7 @@ pub fn check_with<T: Copy>(open: T, closed: T, decide: impl FnOnce(&Loaded) -> T
         Some(Mode::Audit) => open,
         _ => closed,
     };
-    let value = guard::with_guard(on_panic, || decide(&state::ensure_init()));
+    let value = guard::with_guard(on_panic, || decide(state::ensure_init()));
     set_errno(saved);
     value
 }
@@ -61,7 +61,7 @@ pub fn after(work: impl FnOnce(&Loaded)) {
         || (),
         || {
             if let Some(loaded) = state::current() {
-                work(&loaded)
+                work(loaded)
             }
         },
     );
