@@ -116,7 +116,26 @@ fn unguardable(path: &[u8], depth: u32) -> Option<&'static str> {
     } else if let Some(why) = secure_exec_reason(st.st_mode, caps) {
         Program::Unguarded(why)
     } else {
+        // The ELF header, program headers, interpreter path and notes of a program nearly
+        // always lie in its first page: read it once instead of once per header (16 reads for
+        // /bin/true), and read beyond it only when asked.
+        let mut first = [0u8; 4096];
+        // SAFETY: first is writable for its length; pread on our own descriptor.
+        let first_len =
+            unsafe { libc::pread(fd, first.as_mut_ptr().cast(), first.len(), 0) }.max(0) as usize;
         let mut read_at = |off: u64, buf: &mut [u8]| -> usize {
+            let end = off.saturating_add(buf.len() as u64);
+            if end <= first_len as u64 {
+                let off = off as usize;
+                buf.copy_from_slice(&first[off..off + buf.len()]);
+                return buf.len();
+            }
+            if first_len < first.len() && off < first_len as u64 {
+                // A short file: what it has.
+                let avail = &first[off as usize..first_len];
+                buf[..avail.len()].copy_from_slice(avail);
+                return avail.len();
+            }
             // SAFETY: buf is writable for its length; pread on our own descriptor.
             let n =
                 unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
