@@ -247,7 +247,7 @@ unsafe fn gate(file: *const c_char, search: bool, argv: *const *const c_char, sp
                 // SAFETY: getpid has no preconditions; argv as the caller promises.
                 unsafe {
                     let pid = if spawn { 0 } else { libc::getpid() };
-                    events::unguarded(&loaded, pid, exe, argv, why, !allowed);
+                    events::unguarded(loaded, pid, exe, argv, why, !allowed);
                 }
             }
             if allowed {
@@ -279,7 +279,7 @@ unsafe fn record_spawned(
                 // SAFETY: file and argv as the caller promises.
                 unsafe {
                     let file = CStr::from_ptr(file).to_bytes();
-                    events::unguarded(&loaded, pid, file, argv, why, false)
+                    events::unguarded(loaded, pid, file, argv, why, false)
                 };
             }
         },
