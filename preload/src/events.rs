@@ -173,6 +173,55 @@ fn read_proc(path: &[u8], buf: &mut [u8]) -> usize {
 /// Tells the launcher that this process exists and whether it holds a policy.
 pub fn process_started(loaded: &Loaded) {
     let Some(loc) = loaded.locator else { return };
+    let argv = crate::state::startup_argv();
+    if argv.is_null() {
+        process_started_from_proc(&loc, loaded);
+        return;
+    }
+    // A short record fits a small buffer, and a small stack frame spares the new process a
+    // page fault or two (each costs microseconds here). Long command lines get the full size.
+    let mut small = [0u8; 2048];
+    // SAFETY: the loader's argv, a NULL-terminated array of NUL-terminated strings, read at
+    // the image's start before the program could change it.
+    if !send_process_record(&loc, loaded, &mut small, unsafe { c_strings(argv) }) {
+        let mut big = [0u8; 8192];
+        // SAFETY: as above.
+        send_process_record(&loc, loaded, &mut big, unsafe { c_strings(argv) });
+    }
+}
+
+/// Not the image's own start (a forked child, or a hook that ran before this library's
+/// constructor): the kernel's copy of the arguments.
+#[cold]
+#[inline(never)]
+fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
+    let mut cmdline = [0u8; 4096];
+    let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut cmdline);
+    let args = cmdline[..cmd_len]
+        .strip_suffix(b"\0")
+        .unwrap_or(&cmdline[..cmd_len]);
+    let mut out = [0u8; 8192];
+    send_process_record(
+        loc,
+        loaded,
+        &mut out,
+        args.split(|&b| b == 0).filter(|_| cmd_len > 0),
+    );
+}
+
+/// Formats this process's record into `out` and sends it. False, sending nothing, when the
+/// arguments would have been cut short and `out` is smaller than the largest record.
+fn send_process_record<'a>(
+    loc: &Locator,
+    loaded: &Loaded,
+    out: &mut [u8],
+    args: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    let full_size = out.len() >= 8192;
+    let mut w = Buf::new(out);
+    w.str("{\"type\":\"process\",");
+    pid_ppid(&mut w);
+    w.str(",\"exe\":");
     let mut exe = [0u8; 1024];
     // SAFETY: exe is valid for writes of its length; readlink does not NUL-terminate.
     let exe_len = unsafe {
@@ -183,47 +232,33 @@ pub fn process_started(loaded: &Loaded) {
         )
     }
     .max(0) as usize;
-
-    let mut out = [0u8; 8192];
-    let mut w = Buf::new(&mut out);
-    w.str("{\"type\":\"process\",");
-    pid_ppid(&mut w);
-    w.str(",\"exe\":");
     w.json_str(&exe[..exe_len]);
-    let argv = crate::state::startup_argv();
-    if argv.is_null() {
-        // Not the image's own start (a forked child, or a hook that ran before this library's
-        // constructor): the kernel's copy of the arguments.
-        let mut cmdline = [0u8; 4096];
-        let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut cmdline);
-        let args = cmdline[..cmd_len]
-            .strip_suffix(b"\0")
-            .unwrap_or(&cmdline[..cmd_len]);
-        let args = args.split(|&b| b == 0).filter(|_| cmd_len > 0);
-        write_argv(&mut w, args, 300);
-    } else {
-        // SAFETY: the loader's argv, a NULL-terminated array of NUL-terminated strings, read
-        // at the image's start before the program could change it.
-        write_argv(&mut w, unsafe { c_strings(argv) }, 300);
+    let complete = write_argv(&mut w, args, 300);
+    if !complete && !full_size {
+        return false;
     }
     if let Err(why) = loaded.policy {
         w.str(",\"policy_error\":");
         w.json_str(why.as_bytes());
     }
     w.str("}");
-    if !w.truncated() {
-        send(&loc, w.as_bytes());
+    if w.truncated() {
+        return full_size;
     }
+    send(loc, w.as_bytes());
+    true
 }
 
 /// Writes `,"argv":[...]`, ending the list with `"..."` where the next argument would leave
 /// less than `reserve` bytes for what follows.
-fn write_argv<'a>(w: &mut Buf, args: impl Iterator<Item = &'a [u8]>, reserve: usize) {
+/// False when it had to cut the list.
+fn write_argv<'a>(w: &mut Buf, args: impl Iterator<Item = &'a [u8]>, reserve: usize) -> bool {
     w.str(",\"argv\":[");
     for (i, arg) in args.enumerate() {
         if w.remaining() < arg.len() * 6 + reserve {
             w.str(if i > 0 { ",\"...\"" } else { "\"...\"" });
-            break;
+            w.str("]");
+            return false;
         }
         if i > 0 {
             w.str(",");
@@ -231,6 +266,7 @@ fn write_argv<'a>(w: &mut Buf, args: impl Iterator<Item = &'a [u8]>, reserve: us
         w.json_str(arg);
     }
     w.str("]");
+    true
 }
 
 /// The strings of a C argument vector, read as the iterator advances.

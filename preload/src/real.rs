@@ -1,8 +1,9 @@
 //! The one table of real libc functions, found with `dlsym(RTLD_NEXT, ...)`.
 //!
 //! Each entry is resolved on first use and cached in an atomic, so a hook that runs before the
-//! constructor still reaches libc. `ensure_init` resolves them all up front, so that later
-//! look-ups (which could allocate inside dlsym) do not happen in signal handlers.
+//! constructor still reaches libc. `ensure_init` resolves the async-signal-safe ones up front
+//! (`AT_INIT`), so that no look-up (which could allocate inside dlsym) happens in a signal
+//! handler or a forked child of a threaded program.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -77,39 +78,22 @@ pub static DUP2: Real = Real::new(b"dup2\0");
 pub static DUP3: Real = Real::new(b"dup3\0");
 pub static CLOSE_RANGE: Real = Real::new(b"close_range\0");
 
-static ALL: [&Real; 38] = [
+/// The functions a program may call from a signal handler or between `fork` and `exec`
+/// (async-signal-safe, or system-call wrappers used as such): resolved at initialisation, so
+/// their hooks never run dlsym (which can take the loader's lock and allocate) in those
+/// contexts. The rest (resolvers, `dlopen`, `system`, `popen`, `posix_spawn`, the PATH-searching
+/// exec calls) must not be called there anyway, and resolve on first use: dlsym costs about
+/// a microsecond each, paid by every process the guard enters.
+static AT_INIT: [&Real; 15] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
     &SENDMMSG,
-    &GETADDRINFO,
-    &GETHOSTBYNAME,
-    &GETHOSTBYNAME2,
-    &GETHOSTBYNAME_R,
-    &GETHOSTBYNAME2_R,
-    &EXECVE,
-    &EXECVPE,
-    &FEXECVE,
-    &POSIX_SPAWN,
-    &POSIX_SPAWNP,
-    &SYSCALL,
-    &RES_QUERY,
-    &RES_SEARCH,
-    &RES_QUERYDOMAIN,
-    &RES_SEND,
-    &RES_NQUERY,
-    &RES_NSEARCH,
-    &RES_NQUERYDOMAIN,
-    &RES_NSEND,
-    &GETHOSTBYADDR,
-    &GETHOSTBYADDR_R,
-    &GETNAMEINFO,
     &SEND,
-    &GETADDRINFO_A,
-    &DLOPEN,
-    &SYSTEM,
-    &POPEN,
+    &EXECVE,
     &EXECVEAT,
+    &FEXECVE,
+    &SYSCALL,
     &SOCKET,
     &CLOSE,
     &DUP,
@@ -119,7 +103,7 @@ static ALL: [&Real; 38] = [
 ];
 
 pub fn resolve_all() {
-    for r in ALL {
+    for r in AT_INIT {
         r.get();
     }
     crate::hooks::dlopen::resolve();
