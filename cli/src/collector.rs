@@ -2,7 +2,7 @@
 //! about denials as they happen.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
@@ -10,6 +10,7 @@ use egress_policy::{suggest_rule, Locator, Mode};
 use serde::Deserialize;
 
 use crate::report::{AttemptLine, Line, ProcessLine};
+use crate::spawn::{self, Signals};
 use crate::Fatal;
 
 /// One event as the library sends it.
@@ -105,6 +106,24 @@ pub struct EventSocket {
     nonce: u64,
 }
 
+/// Larger than any event the library sends (its buffers are 8 KiB); a longer datagram would be
+/// cut short and counted as malformed.
+const MAX_DATAGRAM: usize = 1 << 16;
+
+/// After a round of events, the loop waits this long (for COMMAND's exit and signals only)
+/// before reading again, so that a burst of check-ins costs one wake-up, not one each. It is
+/// also the most a live denial message can be late.
+const BATCH_MS: libc::c_int = 5;
+
+/// The kernel queues at most `net.unix.max_dgram_qlen` + 1 datagrams (default 10) on a Unix
+/// datagram socket, whatever SO_RCVBUF says; beyond that senders block. A round that found
+/// this many means the queue was (nearly) full and senders may be waiting: read on at once.
+const NEARLY_FULL: usize = 8;
+
+/// At most this many datagrams per round, so that a busy tree cannot delay noticing
+/// COMMAND's exit or a signal.
+const ROUND_MAX: usize = 256;
+
 impl EventSocket {
     pub fn bind(locator: &Locator) -> Result<Self, Fatal> {
         let mut name = [0u8; 64];
@@ -117,18 +136,8 @@ impl EventSocket {
         };
         let addr = SocketAddr::from_abstract_name(&name[..n]).map_err(fail)?;
         let socket = UnixDatagram::bind_addr(&addr).map_err(fail)?;
-        // A larger queue means fewer stalls for busy senders; failure is harmless.
-        let size: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with a valid int option value on our socket.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        // Reads never block: the event loop waits in poll.
+        socket.set_nonblocking(true).map_err(fail)?;
         let mut nonce = [0u8; 8];
         // SAFETY: getrandom fills the 8-byte buffer; a failure leaves zeros, still fine.
         unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), 8, 0) };
@@ -139,42 +148,120 @@ impl EventSocket {
         })
     }
 
-    /// Receives and handles events until `finish` is called from another thread.
-    pub fn run(&self, collector: &mut Collector) {
-        let mut buf = vec![0u8; 1 << 16];
+    /// Handles events and signals until `child` ends, then reads everything the tree sent
+    /// before that; returns COMMAND's wait status.
+    pub fn run(
+        &self,
+        collector: &mut Collector,
+        signals: &Signals,
+        child: libc::pid_t,
+    ) -> libc::c_int {
+        let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+        let mut batching = false;
         loop {
-            let n = match self.socket.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            };
-            let raw = &buf[..n];
-            if collector.fold_raw(raw) {
-                continue;
-            }
-            match serde_json::from_slice::<Wire>(raw) {
-                Ok(Wire::End { nonce }) if nonce == self.nonce => return,
-                Ok(Wire::End { .. }) => collector.malformed += 1,
-                Ok(event) => {
-                    let before = collector.lines.len();
-                    let attempt =
-                        matches!(event, Wire::Connect(_) | Wire::Send(_) | Wire::Resolve(_));
-                    collector.handle(event);
-                    if attempt && collector.lines.len() == before + 1 {
-                        collector.raw_fold.insert(raw.into(), before);
-                    }
+            let mut fds = [
+                libc::pollfd {
+                    fd: signals.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.socket.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // While batching, only COMMAND's exit or a signal ends the wait early.
+            let (count, timeout) = if batching { (1, BATCH_MS) } else { (2, -1) };
+            // SAFETY: fds holds `count` valid pollfd entries.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
+            // On a poll failure (EINTR, ENOMEM) look at everything: reads do not block.
+            if (ready < 0 || fds[0].revents != 0) && signals.read(child) {
+                if let Some(status) = spawn::reap(child) {
+                    self.finish_with(collector, &mut buf);
+                    return status;
                 }
-                Err(_) => collector.malformed += 1,
             }
+            let (got, _) = self.drain(collector, &mut buf, ROUND_MAX);
+            batching = got > 0 && got < NEARLY_FULL;
         }
     }
 
-    /// Queues the end marker behind every event already sent: datagrams keep their order.
-    pub fn finish(&self) {
-        if let Ok(s) = UnixDatagram::unbound() {
-            let msg = format!("{{\"type\":\"end\",\"nonce\":{}}}", self.nonce);
-            let _ = s.send_to_addr(msg.as_bytes(), &self.addr);
+    /// Reads up to `max` queued datagrams without blocking; returns how many, and whether
+    /// our end marker was among them (reading stops there).
+    fn drain(&self, collector: &mut Collector, buf: &mut Vec<u8>, max: usize) -> (usize, bool) {
+        let mut got = 0;
+        while got < max {
+            match self.recv(buf) {
+                Ok(()) => {
+                    got += 1;
+                    if self.handle(collector, buf) {
+                        return (got, true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
         }
+        (got, false)
+    }
+
+    /// One datagram into `buf` (its spare capacity: nothing is zeroed first).
+    fn recv(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        buf.clear();
+        // SAFETY: the kernel writes at most capacity bytes into buf's allocation.
+        let n = unsafe {
+            libc::recv(
+                self.socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.capacity(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel initialised the first n bytes (n <= capacity).
+        unsafe { buf.set_len(n as usize) };
+        Ok(())
+    }
+
+    /// Handles one datagram; true when it is our end marker.
+    fn handle(&self, collector: &mut Collector, raw: &[u8]) -> bool {
+        if collector.fold_raw(raw) {
+            return false;
+        }
+        match serde_json::from_slice::<Wire>(raw) {
+            Ok(Wire::End { nonce }) if nonce == self.nonce => return true,
+            Ok(Wire::End { .. }) => collector.malformed += 1,
+            Ok(event) => {
+                let before = collector.lines.len();
+                let attempt = matches!(event, Wire::Connect(_) | Wire::Send(_) | Wire::Resolve(_));
+                collector.handle(event);
+                if attempt && collector.lines.len() == before + 1 {
+                    collector.raw_fold.insert(raw.into(), before);
+                }
+            }
+            Err(_) => collector.malformed += 1,
+        }
+        false
+    }
+
+    /// Reads everything queued before now: an end marker is queued behind every event
+    /// already sent (datagrams keep their order), then read up to it.
+    pub fn finish(&self, collector: &mut Collector) {
+        let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+        self.finish_with(collector, &mut buf);
+    }
+
+    fn finish_with(&self, collector: &mut Collector, buf: &mut Vec<u8>) {
+        let msg = format!("{{\"type\":\"end\",\"nonce\":{}}}", self.nonce);
+        // Sent to ourselves: the queue limit does not apply to a socket's own datagrams, so
+        // this never waits for room (the loop is the only reader).
+        let marked = self.socket.send_to_addr(msg.as_bytes(), &self.addr).is_ok();
+        // Without the marker, take what is queued now, bounded against a tree that keeps
+        // sending.
+        self.drain(collector, buf, if marked { usize::MAX } else { ROUND_MAX });
     }
 }
 
@@ -208,7 +295,7 @@ impl Collector {
 
     fn say(&self, msg: std::fmt::Arguments) {
         if !self.quiet {
-            let _ = writeln!(std::io::stderr().lock(), "egress-run: {msg}");
+            crate::to_stderr(&format!("egress-run: {msg}\n"));
         }
     }
 
@@ -375,7 +462,9 @@ impl Collector {
         if refused {
             self.refused_unguarded += 1;
             // Not silenced by --quiet: it explains a failure (exit 126 or EACCES from exec).
-            eprintln!("egress-run: refused to run {exe}: {reason}; to run it unguarded: --allow-unguarded");
+            crate::to_stderr(&format!(
+                "egress-run: refused to run {exe}: {reason}; to run it unguarded: --allow-unguarded\n"
+            ));
         } else {
             self.say(format_args!("{exe} [pid {pid}] runs UNGUARDED: {reason}"));
         }

@@ -149,15 +149,24 @@ pub fn find_library() -> Result<PathBuf, Fatal> {
             "run egress-run from a normal file system",
         )
     })?;
-    let exe = exe.canonicalize().unwrap_or(exe);
+    // The kernel's /proc/self/exe is already free of symlinks and dots.
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let candidates = [
         dir.join(LIBRARY_NAME),
         dir.join("../lib/egress-run").join(LIBRARY_NAME),
     ];
-    for path in &candidates {
-        if path.is_file() {
-            let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+    for (i, path) in candidates.iter().enumerate() {
+        // The first candidate is canonical unless it is a symlink: skip realpath's readlinks.
+        let plain = i == 0
+            && path
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_file());
+        if plain || path.is_file() {
+            let path = if plain {
+                path.clone()
+            } else {
+                path.canonicalize().unwrap_or_else(|_| path.clone())
+            };
             check_library(&path)?;
             return Ok(path);
         }
@@ -190,9 +199,8 @@ fn check_library(path: &Path) -> Result<(), Fatal> {
     }
     let file = File::open(path).map_err(|e| bad(format!("cannot be read ({e})")))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut read_at = |off: u64, buf: &mut [u8]| {
-        std::os::unix::fs::FileExt::read_at(&file, buf, off).unwrap_or(0)
-    };
+    let head = crate::unguarded::Head::new(&file);
+    let mut read_at = |off: u64, buf: &mut [u8]| head.read_at(off, buf);
     if let Some(why) = egress_policy::elf::library_problem(&mut read_at, size) {
         return Err(bad(format!("{why}, so the loader could not preload it")));
     }

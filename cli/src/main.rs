@@ -1,22 +1,28 @@
 //! `egress-run`: runs COMMAND with the guard library preloaded into its whole process tree,
 //! collects what every process attempted, and writes the report and summary.
+//!
+//! `no_main`: every guarded run starts this program, so its start-up counts (issue 5). std's
+//! runtime set-up reads `/proc/self/maps` to place a stack guard and maps a signal stack for
+//! overflow messages: about 0.15 ms of a ~1 ms start here. `main` below does the parts of it
+//! that matter to egress-run (descriptors 0-2, SIGPIPE); `std::env::args_os` still works (glibc
+//! hands the arguments to std's `.init_array` hook).
+#![cfg_attr(not(test), no_main)]
 
 mod args;
 mod collector;
 mod handover;
 mod report;
+mod spawn;
 mod unguarded;
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Instant, SystemTime};
 
 use collector::{Collector, EventSocket};
 use egress_policy::{Mode, POLICY_ENV};
+use spawn::Signals;
 
 /// A failure of egress-run itself: printed as `egress-run: <what>; <todo>`, exit 125.
 #[derive(Debug)]
@@ -35,74 +41,61 @@ impl Fatal {
 }
 
 const EXIT_DENIED: i32 = 3;
-const EXIT_OWN_FAILURE: i32 = 125;
+pub const EXIT_OWN_FAILURE: i32 = 125;
 const EXIT_CANNOT_EXECUTE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
 
-fn main() {
-    let code = match run() {
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    open_missing_stdio();
+    // As std's runtime does: a closed stderr must give EPIPE, not kill egress-run before it
+    // writes the report. COMMAND gets the default back (spawn.rs).
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // A panic must not unwind into C; the hook has printed it. 101 as under std's runtime.
+    let code = std::panic::catch_unwind(|| match run() {
         Ok(code) => code,
         Err(fatal) => {
-            eprintln!("egress-run: {}; {}", fatal.what, fatal.todo);
+            to_stderr(&format!("egress-run: {}; {}\n", fatal.what, fatal.todo));
             EXIT_OWN_FAILURE
         }
-    };
+    })
+    .unwrap_or(101);
     std::process::exit(code);
 }
 
-/// The pid signals are forwarded to (0 until COMMAND runs).
-static CHILD_PID: AtomicI32 = AtomicI32::new(0);
-
-const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// Blocks the forwarded signals in this thread (and so in every thread started after) and
-/// starts the thread that forwards them. COMMAND gets them unblocked again (`unblock_in_child`).
-fn forward_signals() {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: set is a valid sigset_t; pthread_sigmask changes only this thread's mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for sig in FORWARDED {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    std::thread::spawn(move || loop {
-        // SAFETY: siginfo_t is plain data filled in by sigwaitinfo.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: set holds the blocked signals; info is writable.
-        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
-        if sig < 0 {
-            continue;
-        }
-        // A signal from the terminal (Ctrl-C, hang-up) reached COMMAND too, which shares our
-        // foreground process group: sending it again would deliver it twice.
-        if info.si_code == libc::SI_KERNEL {
-            continue;
-        }
-        let pid = CHILD_PID.load(Ordering::Acquire);
-        if pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, sig) };
-        }
-    });
+/// Writes `text` to stderr with one write: COMMAND's tree shares the descriptor, and a line
+/// written piecemeal (as `eprintln!` does on unbuffered stderr) can be split by its output.
+pub fn to_stderr(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
 }
 
-/// Restores an empty signal mask in COMMAND between fork and exec: it must not inherit the
-/// launcher's blocked SIGINT/SIGTERM/SIGHUP.
-fn unblock_in_child(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls sigemptyset and pthread_sigmask on a stack value, both
-    // async-signal-safe, as code between fork and exec must be.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        })
-    };
+/// Opens /dev/null on whichever of descriptors 0-2 is closed, as std's runtime does, so that
+/// the memfds and the socket never take those numbers (stderr output would land in them, and
+/// COMMAND would inherit them as its stdio).
+fn open_missing_stdio() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: fds holds three valid pollfd entries; a zero timeout never blocks.
+    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } >= 0;
+    for pfd in fds {
+        let closed = if polled {
+            pfd.revents & libc::POLLNVAL != 0
+        } else {
+            // SAFETY: F_GETFD only queries the descriptor.
+            let flags = unsafe { libc::fcntl(pfd.fd, libc::F_GETFD) };
+            flags < 0
+        };
+        // In order 0, 1, 2: the lowest free number is the one being replaced.
+        // SAFETY: a NUL-terminated path; the descriptor is deliberately left open.
+        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } < 0 {
+            // Without it nothing is safe to write; std's runtime aborts too.
+            std::process::abort();
+        }
+    }
 }
 
 fn run() -> Result<i32, Fatal> {
@@ -120,69 +113,50 @@ fn run() -> Result<i32, Fatal> {
     };
     let sealed = handover::seal_policy(config.mode, &config.rules, config.allow_unguarded)?;
     let events = EventSocket::bind(&sealed.locator)?;
-    forward_signals();
+    let signals = Signals::block()?;
 
     let started = SystemTime::now();
     let clock = Instant::now();
     let rule_texts: Vec<String> = config.rules.iter().map(|r| r.text.clone()).collect();
     let mut collector = Collector::new(config.mode, rule_texts.clone(), config.quiet);
 
-    let mut cmd = Command::new(&config.command[0]);
-    cmd.args(&config.command[1..])
-        .env(
-            "LD_PRELOAD",
-            handover::ld_preload(std::env::var_os("LD_PRELOAD").as_deref(), &library),
-        )
-        .env(POLICY_ENV, sealed.locator.to_env_value());
-    unblock_in_child(&mut cmd);
-
     // A program the library cannot enter is found before it runs (CONTRACT "Unguarded
     // programs"): refused in block mode unless --allow-unguarded, else run and reported.
-    let unguarded = unguarded::resolve(&config.command[0])
-        .and_then(|path| unguarded::reason(&path).map(|why| (path, why)));
+    let found = unguarded::resolve(&config.command[0]);
+    let unguarded = found
+        .as_ref()
+        .and_then(|path| unguarded::reason(path).map(|why| (path.clone(), why)));
     let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
-    if let Some((_, why)) = unguarded {
-        if egress_policy::elf::preload_is_fatal(why) {
-            // Its loader would fail on our library: it runs without it (and so do the
-            // programs it starts, unless they restore it themselves).
-            match handover::ld_preload_without(std::env::var_os("LD_PRELOAD").as_deref(), &library)
-            {
-                Some(kept) => cmd.env("LD_PRELOAD", kept),
-                None => cmd.env_remove("LD_PRELOAD"),
-            };
+    let user_preload = std::env::var_os("LD_PRELOAD");
+    let preload = match &unguarded {
+        // Its loader would fail on our library: it runs without it (and so do the programs
+        // it starts, unless they restore it themselves).
+        Some((_, why)) if egress_policy::elf::preload_is_fatal(why) => {
+            handover::ld_preload_without(user_preload.as_deref(), &library)
         }
-    }
+        _ => Some(handover::ld_preload(user_preload.as_deref(), &library)),
+    };
+    let locator = OsString::from(sealed.locator.to_env_value());
     let mut child_pid = 0;
-
-    let command_status = std::thread::scope(|scope| {
-        let receiver = scope.spawn(|| events.run(&mut collector));
-        let spawned = if refuse {
-            Err(std::io::Error::from(ErrorKind::PermissionDenied))
-        } else {
-            cmd.spawn()
-        };
-        let status = match spawned {
-            Ok(mut child) => {
-                child_pid = child.id() as i32;
-                CHILD_PID.store(child_pid, Ordering::Release);
-                let status = loop {
-                    match child.wait() {
-                        Ok(status) => break status,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(_) => break std::process::ExitStatus::from_raw(EXIT_OWN_FAILURE << 8),
-                    }
-                };
-                CHILD_PID.store(0, Ordering::Release);
-                Ok(status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
-            }
-            Err(e) => Err(e),
-        };
-        events.finish();
-        let _ = receiver.join();
-        status
-    });
+    let spawned = if refuse {
+        Err(std::io::Error::from(ErrorKind::PermissionDenied))
+    } else {
+        spawn::environment(&[
+            ("LD_PRELOAD", preload.as_deref()),
+            (POLICY_ENV, Some(locator.as_os_str())),
+        ])
+        .and_then(|env| spawn::spawn(&config.command, &env, found.as_deref()))
+    };
+    let command_status = match spawned {
+        Ok(pid) => {
+            child_pid = pid;
+            Ok(spawn::exit_code(events.run(&mut collector, &signals, pid)))
+        }
+        Err(e) => {
+            events.finish(&mut collector);
+            Err(e)
+        }
+    };
 
     collector.add_shared_counts(|slot| sealed.counters.get(slot));
     let program = config.command[0].to_string_lossy().into_owned();
@@ -212,7 +186,7 @@ fn run() -> Result<i32, Fatal> {
     let never_checked_in =
         unguarded.is_none() && child_pid > 0 && !collector.pids.contains(&child_pid);
     if never_checked_in {
-        let exe = unguarded::resolve(&config.command[0])
+        let exe = found
             .map(|p| p.canonicalize().unwrap_or(p).to_string_lossy().into_owned())
             .unwrap_or_else(|| program.clone());
         collector.unguarded(
@@ -232,13 +206,15 @@ fn run() -> Result<i32, Fatal> {
         Ok(status) => (Some(status), status),
         Err(_) if refuse => (None, EXIT_CANNOT_EXECUTE),
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            eprintln!("egress-run: {program}: command not found; check the name and PATH");
+            to_stderr(&format!(
+                "egress-run: {program}: command not found; check the name and PATH\n"
+            ));
             (None, EXIT_NOT_FOUND)
         }
         Err(e) => {
-            eprintln!(
-                "egress-run: {program}: cannot execute ({e}); check that it is an executable file"
-            );
+            to_stderr(&format!(
+                "egress-run: {program}: cannot execute ({e}); check that it is an executable file\n"
+            ));
             (None, EXIT_CANNOT_EXECUTE)
         }
     };
@@ -267,10 +243,11 @@ fn run() -> Result<i32, Fatal> {
     };
     // A command that never started has nothing to summarise; its error was printed above.
     if !config.quiet && command_status.is_some() {
-        eprint!(
-            "{}",
-            report::human_summary(config.mode, &summary, config.report.as_deref())
-        );
+        to_stderr(&report::human_summary(
+            config.mode,
+            &summary,
+            config.report.as_deref(),
+        ));
     }
     if let (Some(file), Some(path)) = (report_file, &config.report) {
         let run_line = report::RunLine {

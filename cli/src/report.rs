@@ -112,7 +112,13 @@ pub fn still_running(pids: &std::collections::HashSet<i32>) -> Vec<i32> {
         .iter()
         .copied()
         .filter(|&pid| {
-            pid > 0
+            // Nearly all are gone (reaped) by now, which kill(pid, 0) tells without a /proc
+            // lookup per process; EPERM means it exists.
+            // SAFETY: signal 0 only checks that the process exists.
+            let exists = pid > 0
+                && (unsafe { libc::kill(pid, 0) } == 0
+                    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+            exists
                 && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
                     // The state follows the parenthesised command name.
                     let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());

@@ -29,6 +29,36 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         })
 }
 
+/// Reads of a file served from its first 4 KiB, read once: the ELF checks make a dozen or
+/// more small reads (header, program headers, interpreter), nearly always within it.
+pub struct Head<'a> {
+    file: &'a File,
+    page: [u8; 4096],
+    len: usize,
+}
+
+impl<'a> Head<'a> {
+    pub fn new(file: &'a File) -> Self {
+        let mut page = [0u8; 4096];
+        let len = file.read_at(&mut page, 0).unwrap_or(0);
+        Head { file, page, len }
+    }
+
+    /// As `pread`: fills `buf` from `off`; returns the bytes read.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        match usize::try_from(off).ok().and_then(|at| {
+            let end = at.checked_add(buf.len())?;
+            self.page.get(at..end).filter(|_| end <= self.len)
+        }) {
+            Some(cached) => {
+                buf.copy_from_slice(cached);
+                buf.len()
+            }
+            None => self.file.read_at(buf, off).unwrap_or(0),
+        }
+    }
+}
+
 fn has_file_caps(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
@@ -56,7 +86,8 @@ fn reason_at(path: &Path, depth: u32) -> Option<&'static str> {
         return Some(why);
     }
     let mut head = [0u8; 256];
-    let mut read_at = |off: u64, buf: &mut [u8]| file.read_at(buf, off).unwrap_or(0);
+    let cache = Head::new(&file);
+    let mut read_at = |off: u64, buf: &mut [u8]| cache.read_at(off, buf);
     match classify(&mut read_at, &mut head) {
         Program::Unguarded(why) => Some(why),
         Program::Script { start, end } if depth == 0 => {
@@ -64,5 +95,28 @@ fn reason_at(path: &Path, depth: u32) -> Option<&'static str> {
             reason_at(&interp, 1)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_reads_match_the_file_inside_and_beyond_the_first_page() {
+        let path = std::env::temp_dir().join(format!("egress-run-head-{}", std::process::id()));
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let head = Head::new(&file);
+        for (off, len) in [(0, 64), (4090, 6), (4090, 20), (9_990, 20), (20_000, 8)] {
+            let mut buf = vec![0u8; len];
+            let n = head.read_at(off, &mut buf);
+            let want = data
+                .get(off as usize..)
+                .map_or(&[][..], |d| &d[..d.len().min(len)]);
+            assert_eq!(&buf[..n], want, "read of {len} at {off}");
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 }
