@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# `make bench`: what the guard costs. Compiles the C workloads in scripts/bench/ into a temp
-# directory, runs each natively and under egress-run (alternating), and prints a table
+# `make bench`: what the guard costs, against native and against peers. Compiles the C
+# workloads in scripts/bench/ and the forwarding-only shim into a temp directory, runs each
+# workload natively, under egress-run and under the peers (alternating), and prints tables
 # (statistics by scripts/bench/run.py). Results are recorded in docs/benchmarks.md.
 #
 # Everything sent goes to 127.0.0.1; every loop has a fixed count. Usable directly or inside
-# scripts/sandbox.sh (a private network namespace, where loopback must be up).
+# scripts/sandbox.sh (a private network namespace, where loopback must be up). The pytest
+# suite (a pinned sdist) is fetched by scripts/bench/fetch.sh before the sandbox is entered:
+# `make bench` does that; run directly, this script fetches it when it is outside the sandbox.
 #
 # Environment:
-#   BENCH_RUNS=R     runs per variant (default 5)
-#   BENCH_QUICK=1    divide every count by 10
-#   BENCH_ONLY=a,b   only these of: connect, udp, gai, spawn, startup
+#   BENCH_RUNS=R      runs per variant (default 5)
+#   BENCH_QUICK=1     divide every count by 10 (the pytest suite: one test file)
+#   BENCH_ONLY=a,b    only these of: connect, udp, gai, spawn, startup, python, pytest, rules,
+#                     threads, procs, report
+#   BENCH_PEERS=a,b   only these peers (default all): shim, strace, proxychains, pytest-socket
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,8 +42,10 @@ trap 'exit 143' TERM
 mkdir "$work/bin"
 for src in "$root"/scripts/bench/*.c; do
     name=$(basename "$src" .c)
+    [ "$name" = fwd_shim ] && continue
     gcc -O2 -Wall -Wextra -pthread -o "$work/bin/$name" "$src"
 done
+gcc -shared -fPIC -O2 -Wall -Wextra -o "$work/bin/fwd_shim.so" "$root/scripts/bench/fwd_shim.c" -ldl
 
 # Loopback must work (a fresh network namespace starts with lo down).
 if ! "$work/bin/connect" 1 || ! "$work/bin/udp" 1; then
@@ -53,6 +60,19 @@ if ! grep -Eq '^[[:space:]]*(127\.[0-9.]+|::1)[[:space:]].*\blocalhost\b' /etc/h
     skip="gai"
 fi
 
+# The pytest suite: the pinned sdist if fetched, else a few stdlib test modules.
+suite=(--suite-skip "no sdist in target/bench-cache and no stdlib test package")
+[ "${EGRESS_SANDBOX:-}" = 1 ] || PYTHON="$py" "$root/scripts/bench/fetch.sh"
+sdist="$root/target/bench-cache/more-itertools-10.5.0.tar.gz"
+if ! "$py" -c 'import pytest' 2>/dev/null; then
+    suite=(--suite-skip "pytest is not installed")
+elif [ -f "$sdist" ] && tar -xzf "$sdist" -C "$work"; then
+    suite=(--suite-dir "$work/more-itertools-10.5.0" --suite-name "more-itertools 10.5.0")
+elif "$py" -c 'import test.test_textwrap' 2>/dev/null; then
+    echo "bench: $sdist is missing (scripts/bench/fetch.sh); using stdlib tests for the pytest row" >&2
+    suite=(--suite-stdlib)
+fi
+
 echo "bench: egress-run $("$bin" --version 2>/dev/null | head -1), $(nproc) CPUs, $(uname -r)" >&2
 "$py" "$root/scripts/bench/run.py" --bin "$work/bin" --egress-run "$bin" --python "$py" \
-    --work "$work" --skip "$skip"
+    --work "$work" --skip "$skip" --shim "$work/bin/fwd_shim.so" "${suite[@]}"

@@ -32,20 +32,41 @@ static void bench_write_rusage(void)
     fclose(f);
 }
 
-static inline long bench_count(int argc, char **argv)
+static inline long bench_parse(const char *prog, const char *what, const char *arg, long max)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s COUNT\n", argv[0]);
-        exit(2);
-    }
     char *end = NULL;
-    long n = strtol(argv[1], &end, 10);
-    if (!end || *end || n <= 0 || n > 100000000L) {
-        fprintf(stderr, "%s: bad COUNT '%s'\n", argv[0], argv[1]);
+    long n = strtol(arg, &end, 10);
+    if (!end || *end || n <= 0 || n > max) {
+        fprintf(stderr, "%s: bad %s '%s'\n", prog, what, arg);
         exit(2);
     }
+    return n;
+}
+
+/* `PROG COUNT [THREADS]`: the count, and (for the programs that take it) how many threads
+ * share it (default 1). */
+static inline long bench_count_threads(int argc, char **argv, long *threads)
+{
+    if (argc != 2 && !(threads && argc == 3)) {
+        fprintf(stderr, threads ? "usage: %s COUNT [THREADS]\n" : "usage: %s COUNT\n", argv[0]);
+        exit(2);
+    }
+    long n = bench_parse(argv[0], "COUNT", argv[1], 100000000L);
+    if (threads)
+        *threads = argc == 3 ? bench_parse(argv[0], "THREADS", argv[2], 64) : 1;
     atexit(bench_write_rusage);
     return n;
+}
+
+static inline long bench_count(int argc, char **argv)
+{
+    return bench_count_threads(argc, argv, NULL);
+}
+
+/* The share of COUNT that thread I of T does (the first COUNT % T threads do one more). */
+static inline long bench_share(long n, long t, long i)
+{
+    return n / t + (i < n % t ? 1 : 0);
 }
 
 #define DIE(what) \

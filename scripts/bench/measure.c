@@ -1,6 +1,7 @@
-/* measure RESULT_FILE COMMAND...: runs COMMAND (fork + exec) and writes to RESULT_FILE
- * "exit_code wall_seconds user_seconds sys_seconds maxrss_kib" from wait4's rusage, which
- * covers COMMAND and every descendant it waited for.
+/* measure RESULT_FILE [-e NAME=VALUE]... COMMAND...: runs COMMAND (fork + exec) and writes to
+ * RESULT_FILE "exit_code wall_seconds user_seconds sys_seconds maxrss_kib" from wait4's rusage,
+ * which covers COMMAND and every descendant it waited for. Each -e sets a variable in COMMAND's
+ * environment only (`env NAME=VALUE COMMAND` without env's own exec in the timing).
  *
  * Used instead of spawning from Python directly: Linux carries the pre-exec RSS high-water
  * mark into ru_maxrss, and posix_spawn from Python (vfork) would report Python's own ~15 MiB
@@ -23,8 +24,11 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: measure RESULT_FILE COMMAND [ARGS...]\n");
+    int cmd = 2;
+    while (cmd + 1 < argc && strcmp(argv[cmd], "-e") == 0)
+        cmd += 2;
+    if (argc <= cmd) {
+        fprintf(stderr, "usage: measure RESULT_FILE [-e NAME=VALUE]... COMMAND [ARGS...]\n");
         return 2;
     }
     double t0 = now();
@@ -34,8 +38,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (pid == 0) {
-        execv(argv[2], argv + 2);
-        fprintf(stderr, "measure: exec %s: %s\n", argv[2], strerror(errno));
+        for (int i = 3; i < cmd; i += 2)
+            if (putenv(argv[i]) != 0)
+                _exit(127);
+        execv(argv[cmd], argv + cmd);
+        fprintf(stderr, "measure: exec %s: %s\n", argv[cmd], strerror(errno));
         _exit(127);
     }
     int status;
