@@ -41,7 +41,8 @@ def fnv1a(data):
 
 
 def encode_policy(mode, launcher_pid, rules=("loopback",)):
-    """A policy whose rules are all `loopback` (every port) rules named by `rules`."""
+    """A policy (wire version 2, see preload/policy/src/wire.rs) whose rules are all `loopback`
+    (every port) rules named by `rules`."""
     strings, records = b"", b""
     for text in rules:
         off = len(strings)
@@ -49,9 +50,15 @@ def encode_policy(mode, launcher_pid, rules=("loopback",)):
         # kind prefix port_lo port_hi pad addr[16] text_off text_len name_off name_len reserved[8]
         records += struct.pack("<BBHHH16sIIII8s", KIND_LOOPBACK, 0, 0, 65535, 0, bytes(16),
                                off, len(text), len(strings), 0, bytes(8))
-    total = 64 + len(records) + len(strings)
-    header = MAGIC + struct.pack("<IIIIIIQ", 1, mode, launcher_pid, len(rules), total, 0, 0)
-    out = bytearray(header.ljust(64, b"\0") + records + strings)
+    # The index: counts (loopback, exact names, below names, IPv4 groups, IPv6 groups), then
+    # the loopback rules' slots in rule order.
+    index = struct.pack("<6I", len(rules), 0, 0, 0, 0, 0)
+    index += b"".join(struct.pack("<I", i) for i in range(len(rules)))
+    index_off = 64 + len(records) + len(strings)
+    total = index_off + len(index)
+    header = MAGIC + struct.pack("<IIIIIIQiI", 2, mode, launcher_pid, len(rules), total, 0, 0,
+                                 0, index_off)
+    out = bytearray(header.ljust(64, b"\0") + records + strings + index)
     out[32:40] = struct.pack("<Q", fnv1a(out))
     return bytes(out)
 
@@ -160,7 +167,7 @@ def setup_case(case):
         return fd, os.fstat(fd), [fd], [fd], "truncated"
     if case == "checksum":
         bad = bytearray(valid)
-        bad[-1] ^= 0x20  # 'loopback' -> 'loopbacK' in the rule text
+        bad[valid.index(b"loopback") + 7] ^= 0x20  # 'loopback' -> 'loopbacK' in the rule text
         fd = memfd(bytes(bad))
         return fd, os.fstat(fd), [fd], [fd], "checksum"
     if case == "length":

@@ -59,7 +59,7 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-const MAX_NAME_LEN: usize = 253;
+pub(crate) const MAX_NAME_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
 
 /// Parses one rule. Leading and trailing white space is ignored; everything else must be exact.

@@ -5,29 +5,60 @@
 //! Layout (little-endian):
 //! ```text
 //! header  64 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
-//!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 reserved:u32
+//!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 index_off:u32
 //!                   counters_ino:u64 counters_slots:u64
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
-//! strings           rule texts and lower-case names, offsets relative to the strings area
+//! strings           rule texts and lower-case names, offsets relative to the strings area,
+//!                   which ends where the index starts
+//! index   at index_off, to the end of the policy; pad and reserved are zero
+//!         24 bytes  loopback_count:u32 name_count:u32 below_count:u32
+//!                   v4_group_count:u32 v6_group_count:u32 reserved:u32
+//!         groups    12 bytes each, the IPv4 groups then the IPv6 groups
+//!                   prefix:u8 pad[3] len:u32 first_rule:u32
+//!         slots     rule:u32 each: the loopback rules, then the exact-name rules, then the
+//!                   below rules
+//!         v4        8 bytes each, the IPv4 groups' entries, group after group: net:u32 rule:u32
+//!         v6        20 bytes each, the IPv6 groups' entries likewise: net:u128 rule:u32
 //! ```
 //! The checksum is FNV-1a 64 over the whole policy with the checksum field zeroed.
+//!
+//! The index lets matching cost O(groups · log n) instead of a scan of every rule (issue 5),
+//! and still return the first matching rule in the user's order. Every rule is in it exactly
+//! once. Loopback slots are in rule order. Exact-name and below slots are sorted by (stored name,
+//! rule index), so a case-folded binary search for the query (or, for below rules, for each
+//! suffix of it after a dot, as long as some below name) lands on the lowest matching rule
+//! first. A group holds the network rules of one family and prefix length, its entries sorted by
+//! (network, rule index) with the network copied from the rule (`net` is the address as a
+//! number): the query masked to the group's prefix is found by binary search, and entries of
+//! that network are walked in rule order until one allows the port. The groups of a family are
+//! ordered by their lowest rule index (`first_rule`), so a lookup stops at the first group that
+//! cannot beat the rule already found. For given rules only one index is valid:
+//! `PolicyView::parse` checks it all once, so lookups cannot fail.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::rule::{is_loopback, name_matches, net_contains, PortRange, Rule, Target};
+use crate::rule::{
+    canonical_ip, is_loopback, name_matches, net_contains, PortRange, Rule, Target, MAX_NAME_LEN,
+};
 
 pub const MAGIC: [u8; 8] = *b"EGRSPOL\x01";
-pub const VERSION: u32 = 1;
+/// Version 2 added the rule index.
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 64;
 pub const RULE_LEN: usize = 48;
+pub const INDEX_HEADER_LEN: usize = 24;
+pub const GROUP_LEN: usize = 12;
+pub const SLOT_LEN: usize = 4;
 /// Far above any real allowlist; bounds what a corrupt header can make a reader walk.
 pub const MAX_RULES: usize = 1 << 20;
 pub const MAX_POLICY_LEN: usize = 256 << 20;
 
 const CHECKSUM_AT: usize = 32;
+const INDEX_OFF_AT: usize = 44;
 
 const KIND_LOOPBACK: u8 = 0;
 const KIND_NET4: u8 = 1;
@@ -61,6 +92,7 @@ pub enum DecodeError {
     BadMode,
     TooManyRules,
     BadRule,
+    BadIndex,
 }
 
 impl DecodeError {
@@ -74,6 +106,7 @@ impl DecodeError {
             DecodeError::BadMode => "policy has an unknown mode",
             DecodeError::TooManyRules => "policy declares too many rules",
             DecodeError::BadRule => "policy holds a malformed rule",
+            DecodeError::BadIndex => "policy has a malformed rule index",
         }
     }
 }
@@ -169,7 +202,9 @@ pub fn encode_with_flags(mode: Mode, launcher_pid: u32, rules: &[Rule], flags: u
         rec[36..40].copy_from_slice(&(name.len() as u32).to_le_bytes());
         records.extend_from_slice(&rec);
     }
-    let total = HEADER_LEN + records.len() + strings.len();
+    let index = encode_index(rules);
+    let index_off = HEADER_LEN + records.len() + strings.len();
+    let total = index_off + index.len();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -180,10 +215,99 @@ pub fn encode_with_flags(mode: Mode, launcher_pid: u32, rules: &[Rule], flags: u
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes());
     out.resize(HEADER_LEN, 0);
+    out[INDEX_OFF_AT..INDEX_OFF_AT + 4].copy_from_slice(&(index_off as u32).to_le_bytes());
     out.extend_from_slice(&records);
     out.extend_from_slice(&strings);
+    out.extend_from_slice(&index);
     let sum = fnv1a(&out, CHECKSUM_AT..CHECKSUM_AT + 8);
     out[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// The network rules of one family and prefix length: (network, rule index).
+struct Group<K> {
+    prefix: u8,
+    first_rule: u32,
+    entries: Vec<(K, u32)>,
+}
+
+fn add_to_group<K>(groups: &mut Vec<Group<K>>, prefix: u8, net: K, rule: u32) {
+    match groups.iter_mut().find(|g| g.prefix == prefix) {
+        Some(g) => g.entries.push((net, rule)),
+        // Rules arrive in order, so groups are created in the order of their lowest rule.
+        None => groups.push(Group {
+            prefix,
+            first_rule: rule,
+            entries: vec![(net, rule)],
+        }),
+    }
+}
+
+/// The index section (see the module documentation).
+fn encode_index(rules: &[Rule]) -> Vec<u8> {
+    let mut loopback = Vec::new();
+    let mut names: Vec<(&[u8], u32)> = Vec::new();
+    let mut below: Vec<(&[u8], u32)> = Vec::new();
+    let mut v4: Vec<Group<u32>> = Vec::new();
+    let mut v6: Vec<Group<u128>> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let i = i as u32;
+        match &rule.target {
+            Target::Loopback => loopback.push(i),
+            Target::Name(n) => names.push((n.as_bytes(), i)),
+            Target::Below(n) => below.push((n.as_bytes(), i)),
+            Target::Net {
+                addr: IpAddr::V4(a),
+                prefix,
+            } => add_to_group(&mut v4, *prefix, u32::from(*a), i),
+            Target::Net {
+                addr: IpAddr::V6(a),
+                prefix,
+            } => add_to_group(&mut v6, *prefix, u128::from(*a), i),
+        }
+    }
+    names.sort_unstable();
+    below.sort_unstable();
+    v4.iter_mut().for_each(|g| g.entries.sort_unstable());
+    v6.iter_mut().for_each(|g| g.entries.sort_unstable());
+
+    let mut out = Vec::new();
+    let put = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
+    for count in [
+        loopback.len(),
+        names.len(),
+        below.len(),
+        v4.len(),
+        v6.len(),
+        0,
+    ] {
+        put(&mut out, count as u32);
+    }
+    let descriptors = v4
+        .iter()
+        .map(|g| (g.prefix, g.entries.len(), g.first_rule))
+        .chain(v6.iter().map(|g| (g.prefix, g.entries.len(), g.first_rule)));
+    for (prefix, len, first_rule) in descriptors {
+        out.extend_from_slice(&[prefix, 0, 0, 0]);
+        put(&mut out, len as u32);
+        put(&mut out, first_rule);
+    }
+    let name_slots = loopback
+        .iter()
+        .copied()
+        .chain(names.iter().map(|e| e.1))
+        .chain(below.iter().map(|e| e.1));
+    for rule in name_slots {
+        put(&mut out, rule);
+    }
+    for (net, rule) in v4.iter().flat_map(|g| &g.entries) {
+        put(&mut out, *net);
+        put(&mut out, *rule);
+    }
+    for (net, rule) in v6.iter().flat_map(|g| &g.entries) {
+        out.extend_from_slice(&net.to_le_bytes());
+        put(&mut out, *rule);
+    }
     out
 }
 
@@ -193,6 +317,57 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// `u32_at` for offsets that may lie outside `b`.
+fn get_u32(b: &[u8], at: usize) -> Option<u32> {
+    let v = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+}
+
+/// Orders a stored name (lower-case) against a query name of any case, as if the query were
+/// lower-cased, without copying it. Eight bytes at a time: names are compared on every probe.
+fn cmp_folded(stored: &[u8], query: &[u8]) -> Ordering {
+    let words = stored.len().min(query.len()) / 8;
+    for (s, q) in stored
+        .chunks_exact(8)
+        .zip(query.chunks_exact(8))
+        .take(words)
+    {
+        // Big-endian, so that the numbers order like the bytes.
+        let (s, q) = (be_u64(s), lower_case_word(be_u64(q)));
+        if s != q {
+            return s.cmp(&q);
+        }
+    }
+    let rest = 8 * words;
+    for (s, q) in stored[rest..].iter().zip(&query[rest..]) {
+        match s.cmp(&q.to_ascii_lowercase()) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    stored.len().cmp(&query.len())
+}
+
+/// The 8 bytes of `b` (exactly 8) as a big-endian number.
+fn be_u64(b: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(b);
+    u64::from_be_bytes(word)
+}
+
+/// `to_ascii_lowercase` on each byte of `word`.
+fn lower_case_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    // Per byte, without carries between bytes: the high bit of `7 bits + (0x80 - c)` says
+    // whether the byte's low 7 bits are at least `c`.
+    let low7 = word & !HIGH;
+    let at_least_a = low7 + ONES * (0x80 - u64::from(b'A'));
+    let above_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = at_least_a & !above_z & !word & HIGH;
+    word | upper >> 2
 }
 
 /// One rule, read in place.
@@ -254,6 +429,174 @@ fn name_rule_matches(kind: u8, rule_name: &[u8], name: &[u8]) -> bool {
     }
 }
 
+/// A run of entries of one section: positions `start..start + len`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    fn end(self) -> usize {
+        self.start + self.len
+    }
+
+    fn positions(self) -> std::ops::Range<usize> {
+        self.start..self.end()
+    }
+}
+
+/// The first position in `span` for which `before` is false; `before` must be true for a
+/// prefix of the span and false for the rest (the span is sorted).
+fn partition(span: Span, before: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (span.start, span.end());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Where the parts of the index are, as `parse` found and checked them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Index {
+    /// Offset of the first group descriptor in the policy.
+    groups_at: usize,
+    v4_groups: usize,
+    v6_groups: usize,
+    /// Offset of the rule slots (loopback, names, below) in the policy.
+    slots_at: usize,
+    loopback: Span,
+    names: Span,
+    below: Span,
+    /// Offsets of the IPv4 and IPv6 group entries in the policy.
+    v4_at: usize,
+    v6_at: usize,
+    /// The lengths of the exact and of the below names: a query (or suffix) of another
+    /// length needs no search.
+    name_lengths: LengthSet,
+    below_lengths: LengthSet,
+}
+
+/// A set of name lengths, which are at most `MAX_NAME_LEN` (`parse` checked).
+#[derive(Clone, Copy, Debug, Default)]
+struct LengthSet([u64; 4]);
+
+impl LengthSet {
+    fn insert(&mut self, len: usize) {
+        if let Some(word) = self.0.get_mut(len / 64) {
+            *word |= 1 << (len % 64);
+        }
+    }
+
+    fn contains(&self, len: usize) -> bool {
+        self.0
+            .get(len / 64)
+            .is_some_and(|word| word & (1 << (len % 64)) != 0)
+    }
+
+    /// The lengths in the set, shortest first.
+    fn iter(self) -> impl Iterator<Item = usize> {
+        let (mut w, mut bits) = (0, self.0[0]);
+        std::iter::from_fn(move || {
+            while bits == 0 {
+                w += 1;
+                bits = *self.0.get(w)?;
+            }
+            let len = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(len)
+        })
+    }
+}
+
+/// A group descriptor.
+#[derive(Clone, Copy, Debug)]
+struct GroupView {
+    prefix: u8,
+    len: usize,
+    first_rule: usize,
+}
+
+/// What differs between the IPv4 and the IPv6 groups. An entry is the network (a
+/// little-endian number of `NET_LEN` bytes) then the rule index (u32).
+trait Family {
+    type Net: Copy + Ord;
+    const KIND: u8;
+    const NET_LEN: usize;
+    const ENTRY_LEN: usize = Self::NET_LEN + 4;
+    /// Prefix lengths 0 to this.
+    const MAX_PREFIX: u8;
+    fn mask(ip: Self::Net, prefix: u8) -> Self::Net;
+    /// The network at the start of `b` (at least `NET_LEN` bytes).
+    fn net_le(b: &[u8]) -> Self::Net;
+    /// The network of a rule record's address field.
+    fn record_net(addr: &[u8; 16]) -> Self::Net;
+    /// (first group, group count, entries offset).
+    fn layout(index: &Index) -> (usize, usize, usize);
+}
+
+struct V4;
+struct V6;
+
+impl Family for V4 {
+    type Net = u32;
+    const KIND: u8 = KIND_NET4;
+    const NET_LEN: usize = 4;
+    const MAX_PREFIX: u8 = 32;
+
+    fn mask(ip: u32, prefix: u8) -> u32 {
+        32u32
+            .checked_sub(u32::from(prefix))
+            .and_then(|host_bits| u32::MAX.checked_shl(host_bits))
+            .map_or(0, |mask| ip & mask)
+    }
+
+    fn net_le(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    fn record_net(addr: &[u8; 16]) -> u32 {
+        u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]])
+    }
+
+    fn layout(index: &Index) -> (usize, usize, usize) {
+        (0, index.v4_groups, index.v4_at)
+    }
+}
+
+impl Family for V6 {
+    type Net = u128;
+    const KIND: u8 = KIND_NET6;
+    const NET_LEN: usize = 16;
+    const MAX_PREFIX: u8 = 128;
+
+    fn mask(ip: u128, prefix: u8) -> u128 {
+        128u32
+            .checked_sub(u32::from(prefix))
+            .and_then(|host_bits| u128::MAX.checked_shl(host_bits))
+            .map_or(0, |mask| ip & mask)
+    }
+
+    fn net_le(b: &[u8]) -> u128 {
+        let mut le = [0u8; 16];
+        le.copy_from_slice(&b[..16]);
+        u128::from_le_bytes(le)
+    }
+
+    fn record_net(addr: &[u8; 16]) -> u128 {
+        u128::from_be_bytes(*addr)
+    }
+
+    fn layout(index: &Index) -> (usize, usize, usize) {
+        (index.v4_groups, index.v6_groups, index.v6_at)
+    }
+}
+
 /// A validated policy, borrowed from its bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct PolicyView<'a> {
@@ -261,6 +604,9 @@ pub struct PolicyView<'a> {
     mode: Mode,
     launcher_pid: u32,
     rule_count: usize,
+    /// Where the strings area ends and the index starts.
+    index_off: usize,
+    index: Index,
 }
 
 impl<'a> PolicyView<'a> {
@@ -296,18 +642,26 @@ impl<'a> PolicyView<'a> {
         if rule_count > MAX_RULES {
             return Err(DecodeError::TooManyRules);
         }
-        if HEADER_LEN + rule_count * RULE_LEN > total {
+        let records_end = HEADER_LEN + rule_count * RULE_LEN;
+        if records_end > total {
             return Err(DecodeError::BadLength);
         }
-        let view = PolicyView {
+        let index_off = u32_at(bytes, INDEX_OFF_AT) as usize;
+        if index_off < records_end || index_off > total {
+            return Err(DecodeError::BadIndex);
+        }
+        let mut view = PolicyView {
             bytes,
             mode,
             launcher_pid: u32_at(bytes, 16),
             rule_count,
+            index_off,
+            index: Index::default(),
         };
         for i in 0..rule_count {
             view.read_rule(i).ok_or(DecodeError::BadRule)?;
         }
+        view.index = view.read_index().ok_or(DecodeError::BadIndex)?;
         Ok(view)
     }
 
@@ -344,15 +698,16 @@ impl<'a> PolicyView<'a> {
     }
 
     fn strings(&self) -> &'a [u8] {
-        &self.bytes[HEADER_LEN + self.rule_count * RULE_LEN..]
+        self.bytes
+            .get(HEADER_LEN + self.rule_count * RULE_LEN..self.index_off)
+            .unwrap_or(&[])
     }
 
     fn read_rule(&self, i: usize) -> Option<RuleView<'a>> {
         if i >= self.rule_count {
             return None;
         }
-        let at = HEADER_LEN + i * RULE_LEN;
-        let r = self.bytes.get(at..at + RULE_LEN)?;
+        let r = self.record(i)?;
         let (kind, prefix) = (r[0], r[1]);
         let ports = PortRange {
             lo: u16_at(r, 2),
@@ -360,8 +715,8 @@ impl<'a> PolicyView<'a> {
         };
         let prefix_ok = match kind {
             KIND_LOOPBACK | KIND_NAME | KIND_BELOW => prefix == 0,
-            KIND_NET4 => prefix <= 32,
-            KIND_NET6 => prefix <= 128,
+            KIND_NET4 => prefix <= V4::MAX_PREFIX,
+            KIND_NET6 => prefix <= V6::MAX_PREFIX,
             _ => false,
         };
         if !prefix_ok || ports.lo > ports.hi {
@@ -375,6 +730,7 @@ impl<'a> PolicyView<'a> {
         let name_ok = match kind {
             KIND_NAME | KIND_BELOW => {
                 !name.is_empty()
+                    && name.len() <= MAX_NAME_LEN
                     && name
                         .iter()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(b))
@@ -384,13 +740,11 @@ impl<'a> PolicyView<'a> {
         if !name_ok {
             return None;
         }
-        let mut addr = [0u8; 16];
-        addr.copy_from_slice(&r[8..24]);
         Some(RuleView {
             kind,
             prefix,
             ports,
-            addr,
+            addr: record_addr(r),
             text,
             name,
         })
@@ -408,8 +762,8 @@ impl<'a> PolicyView<'a> {
     /// The raw record of rule `i`. Matching reads only the fields it needs from it, without
     /// re-validating: `parse` validated every rule once (this runs on every connect and send).
     fn record(&self, i: usize) -> Option<&'a [u8]> {
-        let at = HEADER_LEN + i * RULE_LEN;
-        self.bytes.get(at..at + RULE_LEN)
+        let at = i.checked_mul(RULE_LEN)?.checked_add(HEADER_LEN)?;
+        self.bytes.get(at..at.checked_add(RULE_LEN)?)
     }
 
     /// The ports rule `i` allows.
@@ -421,32 +775,395 @@ impl<'a> PolicyView<'a> {
         })
     }
 
+    /// The stored (lower-case) name of rule `i`.
+    fn rule_name(&self, i: usize) -> Option<&'a [u8]> {
+        let r = self.record(i)?;
+        let (off, len) = (u32_at(r, 32) as usize, u32_at(r, 36) as usize);
+        self.strings().get(off..off.checked_add(len)?)
+    }
+
+    /// The rule index in slot `pos` (the loopback, name and below sections).
+    fn slot(&self, pos: usize) -> Option<usize> {
+        let at = pos
+            .checked_mul(SLOT_LEN)?
+            .checked_add(self.index.slots_at)?;
+        get_u32(self.bytes, at).map(|i| i as usize)
+    }
+
+    /// The descriptor of group `g` (the IPv4 groups first, then the IPv6 groups).
+    fn group(&self, g: usize) -> Option<GroupView> {
+        let at = g
+            .checked_mul(GROUP_LEN)?
+            .checked_add(self.index.groups_at)?;
+        let d = self.bytes.get(at..at.checked_add(GROUP_LEN)?)?;
+        Some(GroupView {
+            prefix: d[0],
+            len: u32_at(d, 4) as usize,
+            first_rule: u32_at(d, 8) as usize,
+        })
+    }
+
+    /// Entry `pos` of family `F`'s groups: (network, rule index).
+    fn entry<F: Family>(&self, entries_at: usize, pos: usize) -> Option<(F::Net, usize)> {
+        let at = pos.checked_mul(F::ENTRY_LEN)?.checked_add(entries_at)?;
+        let e = self.bytes.get(at..at.checked_add(F::ENTRY_LEN)?)?;
+        Some((F::net_le(e), u32_at(e, F::NET_LEN) as usize))
+    }
+
     /// The first address or loopback rule that allows `ip:port`.
     pub fn match_addr(&self, ip: IpAddr, port: u16) -> Option<usize> {
-        (0..self.rule_count).find(|&i| {
-            self.record(i).is_some_and(|r| {
-                let ports = PortRange {
-                    lo: u16_at(r, 2),
-                    hi: u16_at(r, 4),
-                };
-                let mut addr = [0u8; 16];
-                addr.copy_from_slice(&r[8..24]);
-                addr_matches(r[0], r[1], ports, &addr, ip, port)
-            })
-        })
+        let ip = canonical_ip(ip);
+        let mut best = usize::MAX;
+        if is_loopback(ip) {
+            let lowest = self.index.loopback.positions().find_map(|pos| {
+                let i = self.slot(pos)?;
+                self.rule_ports(i)?.contains(port).then_some(i)
+            });
+            best = lowest.unwrap_or(best);
+        }
+        best = match ip {
+            IpAddr::V4(v4) => self.lowest_in_groups::<V4>(u32::from(v4), port, best),
+            IpAddr::V6(v6) => self.lowest_in_groups::<V6>(u128::from(v6), port, best),
+        };
+        (best < self.rule_count).then_some(best)
+    }
+
+    /// The lowest rule below `best` among family `F`'s groups that allows `ip:port`, or `best`.
+    fn lowest_in_groups<F: Family>(&self, ip: F::Net, port: u16, mut best: usize) -> usize {
+        let (first_group, groups, entries_at) = F::layout(&self.index);
+        let mut start = 0;
+        for g in first_group..first_group + groups {
+            let Some(group) = self.group(g) else { break };
+            // Groups come in order of their lowest rule: none after this one can do better.
+            if group.first_rule >= best {
+                break;
+            }
+            let span = Span {
+                start,
+                len: group.len,
+            };
+            start = span.end();
+            let net = F::mask(ip, group.prefix);
+            let entry = |pos| self.entry::<F>(entries_at, pos);
+            // Networks often cluster: a query outside the group's range needs no search.
+            let lowest = entry(span.start).map(|(n, _)| n);
+            let highest = entry(span.end() - 1).map(|(n, _)| n);
+            if lowest.is_none_or(|n| n > net) || highest.is_none_or(|n| n < net) {
+                continue;
+            }
+            let first = partition(span, |pos| entry(pos).is_some_and(|(n, _)| n < net));
+            // Rules of the same network follow in rule order: the first that allows the port
+            // is this group's answer.
+            for pos in first..span.end() {
+                match entry(pos) {
+                    Some((n, i)) if n == net && i < best => {
+                        if self.rule_ports(i).is_some_and(|p| p.contains(port)) {
+                            best = i;
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        best
     }
 
     /// The first name rule that allows looking up `name`.
     pub fn match_name(&self, name: &[u8]) -> Option<usize> {
-        let strings = self.strings();
-        (0..self.rule_count).find(|&i| {
-            self.record(i).is_some_and(|r| {
-                let (off, len) = (u32_at(r, 32) as usize, u32_at(r, 36) as usize);
-                matches!(r[0], KIND_NAME | KIND_BELOW)
-                    && strings
-                        .get(off..off.saturating_add(len))
-                        .is_some_and(|rule_name| name_rule_matches(r[0], rule_name, name))
-            })
-        })
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        let mut best = None;
+        if self.index.name_lengths.contains(name.len()) {
+            best = self.lowest_with_name(self.index.names, name);
+        }
+        // A below rule matches when its name follows a dot that has at least one byte before
+        // it: only suffixes as long as some below name need a search.
+        for len in self.index.below_lengths.iter() {
+            if len + 2 > name.len() {
+                break;
+            }
+            let dot = name.len() - len - 1;
+            if name[dot] == b'.' {
+                if let Some(i) = self.lowest_with_name(self.index.below, &name[dot + 1..]) {
+                    best = Some(best.map_or(i, |b| b.min(i)));
+                }
+            }
+        }
+        best
+    }
+
+    /// The lowest rule in `span` (sorted by name, then rule) whose name is `query` lower-cased.
+    fn lowest_with_name(&self, span: Span, query: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (span.start, span.end());
+        // What the entry at `hi` compared as, when it was probed: the search ends on the
+        // first entry not below the query, so this says whether it is equal, with no second
+        // comparison.
+        let mut hi_equal = false;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let name = self.slot(mid).and_then(|i| self.rule_name(i));
+            match name.map(|name| cmp_folded(name, query)) {
+                Some(Ordering::Less) => lo = mid + 1,
+                order => {
+                    hi = mid;
+                    hi_equal = order == Some(Ordering::Equal);
+                }
+            }
+        }
+        if hi_equal {
+            self.slot(hi)
+        } else {
+            None
+        }
+    }
+
+    /// Reads and checks the index: every rule in exactly one place, in the section of its kind
+    /// (and group of its prefix), each section sorted as lookups expect. `None` when anything
+    /// is off.
+    fn read_index(&self) -> Option<Index> {
+        let n = self.rule_count;
+        let header = self
+            .bytes
+            .get(self.index_off..self.index_off.checked_add(INDEX_HEADER_LEN)?)?;
+        let count = |k: usize| u32_at(header, 4 * k) as usize;
+        let (loopback, names, below) = (count(0), count(1), count(2));
+        let (v4_groups, v6_groups) = (count(3), count(4));
+        // At most one group per prefix length.
+        let v4_ok = v4_groups <= usize::from(V4::MAX_PREFIX) + 1;
+        let v6_ok = v6_groups <= usize::from(V6::MAX_PREFIX) + 1;
+        if count(5) != 0 || !v4_ok || !v6_ok {
+            return None;
+        }
+        let groups_at = self.index_off + INDEX_HEADER_LEN;
+        let slots_at = groups_at + (v4_groups + v6_groups) * GROUP_LEN;
+        let mut index = Index {
+            groups_at,
+            v4_groups,
+            v6_groups,
+            slots_at,
+            ..Index::default()
+        };
+        let view = PolicyView { index, ..*self };
+        let group_entries = |mut groups: std::ops::Range<usize>| {
+            groups.try_fold(0usize, |sum, g| sum.checked_add(view.group(g)?.len))
+        };
+        let v4_entries = group_entries(0..v4_groups)?;
+        let v6_entries = group_entries(v4_groups..v4_groups + v6_groups)?;
+        let name_slots = loopback.checked_add(names)?.checked_add(below)?;
+        if name_slots
+            .checked_add(v4_entries)?
+            .checked_add(v6_entries)?
+            != n
+        {
+            return None;
+        }
+        // Nothing after the last entry, so that the bytes have one meaning.
+        index.v4_at = slots_at + name_slots * SLOT_LEN;
+        index.v6_at = index.v4_at + v4_entries * V4::ENTRY_LEN;
+        if index.v6_at + v6_entries * V6::ENTRY_LEN != self.bytes.len() {
+            return None;
+        }
+        index.loopback = Span {
+            start: 0,
+            len: loopback,
+        };
+        index.names = Span {
+            start: loopback,
+            len: names,
+        };
+        index.below = Span {
+            start: loopback + names,
+            len: below,
+        };
+        let view = PolicyView { index, ..*self };
+
+        // Every entry names a rule of its section's kind (and its group's prefix), and the
+        // entries of a section strictly increase by (key, rule) where the key is read from the
+        // rule itself: so no rule is in a section twice, and no rule can be in two sections.
+        // As there are exactly `n` entries, every rule is in exactly one.
+        let kind_of = |i: usize| view.record(i).filter(|_| i < n).map(|r| r[0]);
+        let mut prev = None;
+        for pos in index.loopback.positions() {
+            let i = view.slot(pos)?;
+            if kind_of(i) != Some(KIND_LOOPBACK) || prev >= Some(i) {
+                return None;
+            }
+            prev = Some(i);
+        }
+        for (span, kind) in [(index.names, KIND_NAME), (index.below, KIND_BELOW)] {
+            let mut prev: Option<(&[u8], usize)> = None;
+            for pos in span.positions() {
+                let i = view.slot(pos)?;
+                if kind_of(i) != Some(kind) {
+                    return None;
+                }
+                let name = view.rule_name(i)?;
+                if prev >= Some((name, i)) {
+                    return None;
+                }
+                prev = Some((name, i));
+                match kind {
+                    KIND_NAME => index.name_lengths.insert(name.len()),
+                    _ => index.below_lengths.insert(name.len()),
+                }
+            }
+        }
+        view.check_groups::<V4>()?;
+        view.check_groups::<V6>()?;
+        Some(index)
+    }
+
+    /// Checks family `F`'s groups: distinct prefixes that fit the family, zero padding, at
+    /// least one entry each, `first_rule` the group's lowest rule and above the previous
+    /// group's, and entries that agree with their rules, sorted by (network, rule).
+    fn check_groups<F: Family>(&self) -> Option<()> {
+        let (first_group, groups, entries_at) = F::layout(&self.index);
+        let mut seen = [false; 129];
+        let mut prev_first = None;
+        let mut start = 0;
+        for g in first_group..first_group + groups {
+            let at = g * GROUP_LEN + self.index.groups_at;
+            let group = self.group(g)?;
+            if group.prefix > F::MAX_PREFIX || seen[usize::from(group.prefix)] {
+                return None;
+            }
+            seen[usize::from(group.prefix)] = true;
+            if self.bytes.get(at + 1..at + 4)? != [0, 0, 0] || group.len == 0 {
+                return None;
+            }
+            if prev_first >= Some(group.first_rule) {
+                return None;
+            }
+            prev_first = Some(group.first_rule);
+            let span = Span {
+                start,
+                len: group.len,
+            };
+            start = span.end();
+            let mut prev = None;
+            let mut lowest = usize::MAX;
+            for pos in span.positions() {
+                let (net, i) = self.entry::<F>(entries_at, pos)?;
+                let r = self.record(i).filter(|_| i < self.rule_count)?;
+                if r[0] != F::KIND || r[1] != group.prefix || F::record_net(&record_addr(r)) != net
+                {
+                    return None;
+                }
+                if prev >= Some((net, i)) {
+                    return None;
+                }
+                prev = Some((net, i));
+                lowest = lowest.min(i);
+            }
+            if lowest != group.first_rule {
+                return None;
+            }
+        }
+        Some(())
+    }
+}
+
+/// The address field of a rule record.
+fn record_addr(r: &[u8]) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    addr.copy_from_slice(&r[8..24]);
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmp_folded_orders_like_the_lower_cased_query() {
+        let words: &[&[u8]] = &[
+            b"",
+            b"a",
+            b"A",
+            b"a.b",
+            b"a-b",
+            b"ab",
+            b"aB",
+            b"b",
+            b"Z",
+            b"z",
+            b"_",
+            b"[",
+            b"@",
+            b"\0",
+            b"a\0",
+            b"\xff",
+            b"\xc3\xa9",
+        ];
+        for &stored in words {
+            let stored = stored.to_ascii_lowercase();
+            for &query in words {
+                let expect = stored.as_slice().cmp(query.to_ascii_lowercase().as_slice());
+                assert_eq!(cmp_folded(&stored, query), expect, "{stored:?} {query:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lower_case_word_lowers_every_byte_like_to_ascii_lowercase() {
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                let mut bytes = *b"aZ@[`{\x7f\x80";
+                bytes[at] = byte;
+                let expect = u64::from_be_bytes(bytes.map(|b| b.to_ascii_lowercase()));
+                assert_eq!(
+                    lower_case_word(u64::from_be_bytes(bytes)),
+                    expect,
+                    "{bytes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn masks_keep_the_prefix_bits() {
+        assert_eq!(V4::mask(u32::MAX, 0), 0);
+        assert_eq!(V4::mask(u32::MAX, 1), 0x8000_0000);
+        assert_eq!(V4::mask(u32::MAX, 24), 0xffff_ff00);
+        assert_eq!(V4::mask(0x0a01_0203, 32), 0x0a01_0203);
+        assert_eq!(V6::mask(u128::MAX, 0), 0);
+        assert_eq!(V6::mask(u128::MAX, 64), u128::MAX << 64);
+        assert_eq!(V6::mask(u128::MAX, 127), u128::MAX - 1);
+        assert_eq!(V6::mask(u128::MAX, 128), u128::MAX);
+    }
+
+    #[test]
+    fn length_sets_hold_lengths_up_to_255() {
+        let mut set = LengthSet::default();
+        assert_eq!(set.iter().count(), 0);
+        let lengths = [0, 1, 63, 64, 127, 128, 253, 255];
+        for len in lengths {
+            set.insert(len);
+        }
+        set.insert(256); // ignored
+        for len in lengths {
+            assert!(set.contains(len), "{len}");
+        }
+        for len in [2, 62, 65, 126, 129, 254, 256, 300, usize::MAX] {
+            assert!(!set.contains(len), "{len}");
+        }
+        assert_eq!(set.iter().collect::<Vec<_>>(), lengths);
+    }
+
+    #[test]
+    fn partition_finds_the_first_position_not_before() {
+        let sorted = [1, 3, 3, 3, 7, 9];
+        let span = Span {
+            start: 0,
+            len: sorted.len(),
+        };
+        for target in 0..11 {
+            let expect = sorted.iter().position(|&v| v >= target).unwrap_or(6);
+            assert_eq!(partition(span, |pos| sorted[pos] < target), expect);
+        }
+        let tail = Span { start: 2, len: 3 };
+        assert_eq!(partition(tail, |pos| sorted[pos] < 3), 2);
+        assert_eq!(partition(tail, |pos| sorted[pos] < 8), 5);
+        assert_eq!(partition(Span { start: 4, len: 0 }, |_| true), 4);
     }
 }

@@ -1,15 +1,18 @@
-//! Property tests of the rule parser, suggestions, the wire format and its decoder.
+//! Property tests of the rule parser, suggestions, the wire format, its rule index and its
+//! decoder.
 //! The number of cases follows `PROPTEST_CASES` (proptest's default configuration).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
+use egress_policy::wire::HEADER_LEN;
 use egress_policy::{
     encode, parse_rule, suggest_rule, DecodeError, Mode, PolicyView, PortRange, Rule, Target,
 };
 
 const CHECKSUM_AT: usize = 32;
+const H_INDEX_OFF: usize = 44;
 
 /// FNV-1a 64 over `bytes` with the checksum field taken as zero, stored into the field.
 fn fix_checksum(bytes: &mut [u8]) {
@@ -165,6 +168,84 @@ fn rule() -> impl Strategy<Value = Rule> {
     rule_case().prop_map(|(text, _, _)| parse_rule(&text).expect("generated rules are valid"))
 }
 
+/// Networks that nest: one address under several prefix lengths (with /0 and the full length
+/// often among them), each with its own ports, as IPv4, IPv6 or IPv4-mapped IPv6 rules.
+fn nested_nets() -> impl Strategy<Value = Vec<Rule>> {
+    let v4 = (
+        any::<u32>(),
+        proptest::collection::vec(
+            (prop_oneof![0u8..=32, Just(0u8), Just(32u8)], port_spec()),
+            1..6,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(|(bits, nets, mapped)| {
+            nets.into_iter()
+                .map(|(prefix, (pspec, _))| {
+                    let net = Ipv4Addr::from(bits & v4_mask(prefix));
+                    let text = match (mapped, pspec.is_empty()) {
+                        (false, _) => format!("{net}/{prefix}{pspec}"),
+                        (true, true) => format!("::ffff:{net}/{}", u32::from(prefix) + 96),
+                        (true, false) => {
+                            format!("[::ffff:{net}/{}]{pspec}", u32::from(prefix) + 96)
+                        }
+                    };
+                    parse_rule(&text).expect("generated rules are valid")
+                })
+                .collect::<Vec<_>>()
+        });
+    let v6 = (
+        any::<u128>(),
+        proptest::collection::vec(
+            (
+                prop_oneof![0u8..=128, Just(0u8), Just(128u8), 96u8..=128],
+                port_spec(),
+            ),
+            1..6,
+        ),
+    )
+        .prop_map(|(bits, nets)| {
+            nets.into_iter()
+                .map(|(prefix, (pspec, _))| {
+                    let net = Ipv6Addr::from(bits & v6_mask(prefix));
+                    let text = if pspec.is_empty() {
+                        format!("{net}/{prefix}")
+                    } else {
+                        format!("[{net}/{prefix}]{pspec}")
+                    };
+                    parse_rule(&text).expect("generated rules are valid")
+                })
+                .collect::<Vec<_>>()
+        });
+    prop_oneof![v4, v6]
+}
+
+/// A policy of independent rules, nested networks and repeats of earlier rules (some with
+/// other ports), in random order.
+fn policy_rules(max: usize) -> impl Strategy<Value = Vec<Rule>> {
+    (
+        proptest::collection::vec(rule(), 0..max),
+        proptest::collection::vec(nested_nets(), 0..4),
+        proptest::collection::vec(
+            (any::<proptest::sample::Index>(), port_spec(), any::<bool>()),
+            0..max / 3 + 1,
+        ),
+    )
+        .prop_flat_map(|(mut rules, nested, repeats)| {
+            rules.extend(nested.into_iter().flatten());
+            if !rules.is_empty() {
+                for (pick, (_, ports), same) in repeats {
+                    let mut again = pick.get(&rules).clone();
+                    if !same {
+                        again.ports = ports;
+                    }
+                    rules.push(again);
+                }
+            }
+            Just(rules).prop_shuffle()
+        })
+}
+
 fn any_ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
         any::<u32>().prop_map(|b| IpAddr::V4(Ipv4Addr::from(b))),
@@ -301,15 +382,34 @@ fn exercise(v: &PolicyView<'_>, probes: &[(IpAddr, u16)]) {
         let _ = r.matches_name(r.text.as_bytes());
     }
     assert!(v.rule(n).is_none());
+    // Whatever was accepted, the index agrees with the rules it indexes.
     for &(ip, port) in probes {
-        if let Some(i) = v.match_addr(ip, port) {
-            assert!(i < n);
-        }
+        let expect = v.rules().position(|r| r.matches_addr(ip, port));
+        assert_eq!(v.match_addr(ip, port), expect, "{ip}:{port}");
     }
-    for name in [&b"example.com"[..], b"", b".", b"A.B.C."] {
-        if let Some(i) = v.match_name(name) {
-            assert!(i < n);
-        }
+    let mut names: Vec<Vec<u8>> = [&b"example.com"[..], b"", b".", b"A.B.C."]
+        .iter()
+        .map(|n| n.to_vec())
+        .collect();
+    for r in v.rules() {
+        // The rule's own text and a name below it, whatever they are.
+        let host = r
+            .text
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("*.");
+        names.push(host.as_bytes().to_vec());
+        names.push(format!("x.{host}").into_bytes());
+    }
+    for name in &names {
+        let expect = v.rules().position(|r| r.matches_name(name));
+        assert_eq!(
+            v.match_name(name),
+            expect,
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
     }
 }
 
@@ -562,7 +662,69 @@ proptest! {
         }
     }
 
-    // (e) The decoder never panics and accepted policies are safe to use.
+    // (e) The index: matching through it is the first matching rule of a plain scan.
+
+    #[test]
+    fn indexed_matching_returns_the_first_matching_rule(
+        rules in policy_rules(48),
+        addr_probes in proptest::collection::vec(
+            (any::<usize>(), any::<u128>(), any::<u16>(), any_ip(), 0u8..4),
+            1..24,
+        ),
+        name_probes in proptest::collection::vec(
+            (
+                any::<usize>(),
+                prop_oneof!["", "[a-zA-Z0-9-]{1,5}", "[a-z]{1,3}\\.[a-z]{1,3}"],
+                any::<bool>(),
+                any::<bool>(),
+                "[a-zA-Z0-9.-]{0,16}",
+            ),
+            1..24,
+        ),
+    ) {
+        let bytes = encode(Mode::Block, 1, &rules);
+        let v = PolicyView::parse(&bytes);
+        prop_assert!(v.is_ok(), "{:?}", v.err());
+        let v = v.unwrap();
+        for (pick, noise, port, random_ip, how) in addr_probes {
+            let ip = match (how, probe_near(&rules, pick, noise)) {
+                (0, _) | (_, None) => random_ip,
+                // The IPv4-mapped form of an IPv4 address near a rule.
+                (1, Some(IpAddr::V4(v4))) => IpAddr::V6(v4.to_ipv6_mapped()),
+                (_, Some(ip)) => ip,
+            };
+            // Often a port at or just outside the edges of the picked rule's ports.
+            let port = match rules.get(pick % rules.len().max(1)) {
+                Some(r) if noise & 3 == 0 => r.ports.lo,
+                Some(r) if noise & 3 == 1 => r.ports.hi,
+                Some(r) if noise & 7 == 2 => r.ports.hi.wrapping_add(1),
+                Some(r) if noise & 7 == 3 => r.ports.lo.wrapping_sub(1),
+                _ => port,
+            };
+            let expect = rules.iter().position(|r| r.matches_addr(ip, port));
+            prop_assert_eq!(v.match_addr(ip, port), expect, "{}:{}", ip, port);
+            prop_assert_eq!(
+                rules.iter().position(|r| ref_matches_addr(r, ip, port)),
+                expect,
+                "{}:{}", ip, port
+            );
+        }
+        for (pick, sub, upper, dot, random) in name_probes {
+            let mut name = name_near(&rules, pick, &sub, upper).unwrap_or(random);
+            if dot {
+                name.push('.');
+            }
+            let expect = rules.iter().position(|r| r.matches_name(&name));
+            prop_assert_eq!(v.match_name(name.as_bytes()), expect, "{}", name);
+            prop_assert_eq!(
+                rules.iter().position(|r| ref_matches_name(r, &name)),
+                expect,
+                "{}", name
+            );
+        }
+    }
+
+    // (f) The decoder never panics and accepted policies are safe to use.
 
     #[test]
     fn policy_parse_never_panics_on_arbitrary_bytes(
@@ -578,19 +740,31 @@ proptest! {
         count in 0u32..8,
         mode in 0u32..3,
         body in proptest::collection::vec(any::<u8>(), 0..600),
+        index_at in proptest::option::of(any::<proptest::sample::Index>()),
+        index_skip in 0usize..64,
     ) {
         let mut bytes = encode(Mode::Block, 7, &[]);
+        bytes.truncate(HEADER_LEN);
         bytes.extend_from_slice(&body);
         let len = bytes.len() as u32;
+        // Often right after the records, sometimes anywhere.
+        let index_off = match index_at {
+            Some(at) => at.index(bytes.len() + 1),
+            None => HEADER_LEN + count as usize * 48 + index_skip,
+        } as u32;
         bytes[12..16].copy_from_slice(&mode.to_le_bytes());
         bytes[20..24].copy_from_slice(&count.to_le_bytes());
         bytes[24..28].copy_from_slice(&len.to_le_bytes());
+        bytes[H_INDEX_OFF..H_INDEX_OFF + 4].copy_from_slice(&index_off.to_le_bytes());
         fix_checksum(&mut bytes);
         match PolicyView::parse(&bytes) {
             Ok(v) => exercise(&v, &fixed_probes()),
             Err(e) => prop_assert!(matches!(
                 e,
-                DecodeError::BadMode | DecodeError::BadLength | DecodeError::BadRule
+                DecodeError::BadMode
+                    | DecodeError::BadLength
+                    | DecodeError::BadRule
+                    | DecodeError::BadIndex
             ), "{:?}", e),
         }
     }
@@ -625,6 +799,26 @@ proptest! {
         }
         if let Ok(v) = parsed {
             exercise(&v, &all_probes);
+        }
+    }
+
+    #[test]
+    fn changes_to_the_index_alone_are_always_refused(
+        rules in policy_rules(16),
+        flips in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255), 1..4),
+    ) {
+        // For given records the index is canonical, so no other index bytes are accepted.
+        let mut bytes = encode(Mode::Block, 3, &rules);
+        let at = u32::from_le_bytes(bytes[H_INDEX_OFF..H_INDEX_OFF + 4].try_into().unwrap());
+        let index = at as usize..bytes.len();
+        let original = bytes.clone();
+        for (pick, x) in &flips {
+            let i = index.start + pick.index(index.len());
+            bytes[i] ^= x;
+        }
+        fix_checksum(&mut bytes);
+        if bytes != original {
+            prop_assert_eq!(PolicyView::parse(&bytes).err(), Some(DecodeError::BadIndex));
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use egress_policy::wire::{HEADER_LEN, MAGIC, MAX_RULES, RULE_LEN, VERSION};
+use egress_policy::wire::{HEADER_LEN, INDEX_HEADER_LEN, MAGIC, MAX_RULES, RULE_LEN, VERSION};
 use egress_policy::{encode, parse_rule, DecodeError, Locator, Mode, PolicyView, PortRange, Rule};
 
 const CHECKSUM_AT: usize = 32;
@@ -12,6 +12,7 @@ const H_MODE: usize = 12;
 const H_PID: usize = 16;
 const H_COUNT: usize = 20;
 const H_TOTAL: usize = 24;
+const H_INDEX_OFF: usize = 44;
 const R_KIND: usize = 0;
 const R_PREFIX: usize = 1;
 const R_PORT_LO: usize = 2;
@@ -50,6 +51,11 @@ fn get_u32(bytes: &[u8], at: usize) -> u32 {
 
 fn rule_at(i: usize) -> usize {
     HEADER_LEN + i * RULE_LEN
+}
+
+/// Where the strings area ends and the index starts.
+fn index_off(bytes: &[u8]) -> usize {
+    get_u32(bytes, H_INDEX_OFF) as usize
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -98,7 +104,7 @@ fn err_after(edit: impl FnOnce(&mut Vec<u8>)) -> DecodeError {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn encoded_layout_has_header_records_and_strings() {
+fn encoded_layout_has_header_records_strings_and_index() {
     let rs = rules(SAMPLE);
     let b = encode(Mode::Audit, 7, &rs);
     let strings: usize = rs
@@ -111,7 +117,11 @@ fn encoded_layout_has_header_records_and_strings() {
                 }
         })
         .sum();
-    assert_eq!(b.len(), HEADER_LEN + rs.len() * RULE_LEN + strings);
+    // The index: its header, 3 groups (two IPv4 prefix lengths, one IPv6), slots for the
+    // loopback, name and below rules, and 2 IPv4 and 1 IPv6 group entries.
+    let index = INDEX_HEADER_LEN + 3 * 12 + 3 * 4 + 2 * 8 + 20;
+    assert_eq!(index_off(&b), HEADER_LEN + rs.len() * RULE_LEN + strings);
+    assert_eq!(b.len(), index_off(&b) + index);
     assert_eq!(b[..8], MAGIC);
     assert_eq!(get_u32(&b, H_VERSION), VERSION);
     assert_eq!(get_u32(&b, H_MODE), 1);
@@ -174,7 +184,8 @@ fn rule_texts_are_verbatim_including_case_and_trailing_dot() {
 fn empty_policy_round_trips_and_allows_nothing() {
     for mode in [Mode::Block, Mode::Audit] {
         let b = encode(mode, 99, &[]);
-        assert_eq!(b.len(), HEADER_LEN);
+        assert_eq!(b.len(), HEADER_LEN + INDEX_HEADER_LEN);
+        assert_eq!(index_off(&b), HEADER_LEN);
         let v = PolicyView::parse(&b).unwrap();
         assert_eq!(v.mode(), mode);
         assert_eq!(v.rule_count(), 0);
@@ -308,7 +319,8 @@ fn flipped_magic_is_bad_magic() {
 
 #[test]
 fn other_version_is_bad_version() {
-    for version in [0, 2, u32::MAX] {
+    // 1 is the format before the index.
+    for version in [0, 1, 3, u32::MAX] {
         assert_eq!(
             err_after(|b| put_u32(b, H_VERSION, version)),
             DecodeError::BadVersion
@@ -338,13 +350,24 @@ fn length_field_or_extra_bytes_are_bad_length() {
         err_after(|b| put_u32(b, H_TOTAL, u32::MAX)),
         DecodeError::BadLength
     );
-    // Extra bytes with a length field and checksum that agree are still a valid policy.
+    // Extra bytes after the index, with a length field and checksum that agree, are refused:
+    // the index ends the policy.
     let mut b = sample();
     b.extend_from_slice(b"trailing");
     let len = b.len() as u32;
     put_u32(&mut b, H_TOTAL, len);
     fix_checksum(&mut b);
-    assert!(PolicyView::parse(&b).is_ok());
+    assert_eq!(parse_err(&b), DecodeError::BadIndex);
+    // Extra bytes at the end of the strings area (before the index) are unused and harmless.
+    let mut b = sample();
+    let at = index_off(&b);
+    b.splice(at..at, *b"unused");
+    let len = b.len() as u32;
+    put_u32(&mut b, H_TOTAL, len);
+    put_u32(&mut b, H_INDEX_OFF, at as u32 + 6);
+    fix_checksum(&mut b);
+    let v = PolicyView::parse(&b).expect("unused string bytes are valid");
+    assert_eq!(v.match_name(b"www.example.org"), Some(4));
 }
 
 #[test]
@@ -437,12 +460,28 @@ fn out_of_range_prefix_is_bad_rule() {
         err_after(|b| b[rule_at(4) + R_PREFIX] = 8),
         DecodeError::BadRule
     );
-    // The maximum is fine.
-    let mut b = sample();
-    b[rule_at(1) + R_PREFIX] = 32;
-    b[rule_at(2) + R_PREFIX] = 128;
-    fix_checksum(&mut b);
-    assert!(PolicyView::parse(&b).is_ok());
+    // The maximum is fine (a record changed to it disagrees with the index instead).
+    assert_eq!(
+        err_after(|b| b[rule_at(1) + R_PREFIX] = 32),
+        DecodeError::BadIndex
+    );
+    let b = encode(
+        Mode::Block,
+        1,
+        &rules(&[
+            "203.0.113.1/32",
+            "[2001:db8::1/128]:443",
+            "0.0.0.0/0:1",
+            "::/0",
+        ]),
+    );
+    assert_eq!(b[rule_at(0) + R_PREFIX], 32);
+    assert_eq!(b[rule_at(1) + R_PREFIX], 128);
+    let v = PolicyView::parse(&b).expect("/32 and /128 are valid");
+    assert_eq!(v.match_addr(ip("203.0.113.1"), 9), Some(0));
+    assert_eq!(v.match_addr(ip("2001:db8::1"), 443), Some(1));
+    assert_eq!(v.match_addr(ip("2001:db8::1"), 444), Some(3));
+    assert_eq!(v.match_addr(ip("198.51.100.1"), 1), Some(2));
 }
 
 #[test]
@@ -458,7 +497,7 @@ fn reversed_port_range_is_bad_rule() {
 
 #[test]
 fn string_offsets_or_lengths_outside_the_strings_are_bad_rule() {
-    let strings_len = (sample().len() - rule_at(SAMPLE.len())) as u32;
+    let strings_len = (index_off(&sample()) - rule_at(SAMPLE.len())) as u32;
     let last = SAMPLE.len() - 1;
     let cases: Vec<(usize, usize, u32)> = vec![
         (0, R_TEXT_OFF, strings_len),
@@ -511,6 +550,16 @@ fn bad_stored_names_are_bad_rule() {
         fix_checksum(&mut b);
         assert_eq!(parse_err(&b), DecodeError::BadRule, "byte {byte:#x}");
     }
+    // A name longer than a DNS name can be (the grammar refuses it; a record cannot hold it).
+    for (len, ok) in [(253, true), (254, false)] {
+        let long = Rule {
+            text: "long".into(),
+            target: egress_policy::Target::Below("a".repeat(len)),
+            ports: PortRange::ALL,
+        };
+        let b = encode(Mode::Block, 1, &[long]);
+        assert_eq!(PolicyView::parse(&b).is_ok(), ok, "{len}");
+    }
     // A name rule without a name.
     assert_eq!(
         err_after(|b| put_u32(b, rule_at(3) + R_NAME_LEN, 0)),
@@ -559,6 +608,7 @@ fn decode_error_messages() {
         (DecodeError::BadMode, "policy has an unknown mode"),
         (DecodeError::TooManyRules, "policy declares too many rules"),
         (DecodeError::BadRule, "policy holds a malformed rule"),
+        (DecodeError::BadIndex, "policy has a malformed rule index"),
     ];
     for (e, msg) in all {
         assert_eq!(e.as_str(), msg);
