@@ -33,10 +33,17 @@ MODE_BLOCK, MODE_AUDIT = 0, 1
 KIND_LOOPBACK = 0
 
 
-def fnv1a(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+def checksum(data):
+    """The policy checksum (preload/policy/src/wire.rs `checksum`): a multiply-xorshift hash
+    of the little-endian 8-byte words, seeded with the length, the checksum field as zero."""
+    mask = (1 << 64) - 1
+    h = 0xCBF29CE484222325 ^ len(data)
+    full = len(data) - len(data) % 8
+    # Every whole word, then the zero-padded tail (a zero word when there is none).
+    for at in list(range(0, full, 8)) + [full]:
+        w = 0 if at == 32 else int.from_bytes(bytes(data[at:at + 8]).ljust(8, b"\0"), "little")
+        h = ((h ^ w) * 0x9E3779B97F4A7C15) & mask
+        h ^= h >> 29
     return h
 
 
@@ -59,7 +66,7 @@ def encode_policy(mode, launcher_pid, rules=("loopback",)):
     header = MAGIC + struct.pack("<IIIIIIQiI", 2, mode, launcher_pid, len(rules), total, 0, 0,
                                  0, index_off)
     out = bytearray(header.ljust(64, b"\0") + records + strings + index)
-    out[32:40] = struct.pack("<Q", fnv1a(out))
+    out[32:40] = struct.pack("<Q", checksum(out))
     return bytes(out)
 
 

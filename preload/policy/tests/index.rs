@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use egress_policy::wire::{GROUP_LEN, HEADER_LEN, INDEX_HEADER_LEN, RULE_LEN, SLOT_LEN};
 use egress_policy::{encode, parse_rule, DecodeError, Mode, PolicyView, Rule};
 
-const CHECKSUM_AT: usize = 32;
 const H_COUNT: usize = 20;
 const H_TOTAL: usize = 24;
 const H_INDEX_OFF: usize = 44;
@@ -17,19 +16,9 @@ const R_ADDR: usize = 8;
 const V4_ENTRY_LEN: usize = 8;
 const V6_ENTRY_LEN: usize = 20;
 
-/// FNV-1a 64 over `bytes` with the checksum field taken as zero, stored into the field.
+/// Recomputes the checksum after a test edited the bytes.
 fn fix_checksum(bytes: &mut [u8]) {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, &b) in bytes.iter().enumerate() {
-        let b = if (CHECKSUM_AT..CHECKSUM_AT + 8).contains(&i) {
-            0
-        } else {
-            b
-        };
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    bytes[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&h.to_le_bytes());
+    egress_policy::wire::reseal(bytes);
 }
 
 fn get_u32(bytes: &[u8], at: usize) -> u32 {

@@ -11,25 +11,11 @@ use egress_policy::{
     encode, parse_rule, suggest_rule, DecodeError, Mode, PolicyView, PortRange, Rule, Target,
 };
 
-const CHECKSUM_AT: usize = 32;
 const H_INDEX_OFF: usize = 44;
 
-/// FNV-1a 64 over `bytes` with the checksum field taken as zero, stored into the field.
+/// Recomputes the checksum after a test edited the bytes.
 fn fix_checksum(bytes: &mut [u8]) {
-    if bytes.len() < CHECKSUM_AT + 8 {
-        return;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, &b) in bytes.iter().enumerate() {
-        let b = if (CHECKSUM_AT..CHECKSUM_AT + 8).contains(&i) {
-            0
-        } else {
-            b
-        };
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    bytes[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&h.to_le_bytes());
+    egress_policy::wire::reseal(bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
