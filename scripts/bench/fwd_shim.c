@@ -1,7 +1,7 @@
 /* fwd_shim.so: a forwarding-only LD_PRELOAD shim, the floor for any interposer.
  *
  * It interposes the same libc entry points as libegress_preload.so (connect, the sends, the
- * lookups, the exec and spawn families, system/popen, dlopen, syscall) and does nothing but
+ * lookups, the exec and spawn families, system/popen, dlopen, syscall, and socket/close/dup*) and does nothing but
  * call the next definition (dlsym(RTLD_NEXT), looked up on first use and cached). Whatever it
  * costs a program is the price of being an interposer at all: loading one more small library
  * at every exec, and one indirect call per intercepted function. The benchmark compares the
@@ -43,6 +43,37 @@
     } while (0)
 
 /* ---- sockets ---- */
+
+/* Descriptor bookkeeping the guard hooks too (its socket-kind table). */
+int socket(int domain, int type, int protocol)
+{
+    FORWARD(socket, -1, domain, type, protocol);
+}
+
+int close(int fd)
+{
+    FORWARD(close, -1, fd);
+}
+
+int dup(int fd)
+{
+    FORWARD(dup, -1, fd);
+}
+
+int dup2(int fd, int to)
+{
+    FORWARD(dup2, -1, fd, to);
+}
+
+int dup3(int fd, int to, int flags)
+{
+    FORWARD(dup3, -1, fd, to, flags);
+}
+
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+    FORWARD(close_range, -1, first, last, flags);
+}
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
