@@ -9,8 +9,25 @@
 #include <string.h>
 #include <sys/resource.h>
 
+/* This process's own peak RSS in KiB: VmHWM of its current image. Not ru_maxrss, which Linux
+ * carries over vfork+exec from the parent's memory: a program started by posix_spawn (as the
+ * launcher starts COMMAND) would report the launcher's peak as its own. */
+static long bench_own_peak_rss(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
 /* At exit, when BENCH_RUSAGE_OUT names a file, writes this program's own CPU time (user and
- * system seconds, itself plus the children it waited for) and peak RSS in KiB. Under
+ * system seconds, itself plus the children it waited for) and its own peak RSS in KiB. Under
  * egress-run this separates the program's share from the launcher's. */
 static void bench_write_rusage(void)
 {
@@ -28,7 +45,7 @@ static void bench_write_rusage(void)
                 kids.ru_utime.tv_sec + kids.ru_utime.tv_usec / 1e6,
             self.ru_stime.tv_sec + self.ru_stime.tv_usec / 1e6 +
                 kids.ru_stime.tv_sec + kids.ru_stime.tv_usec / 1e6,
-            self.ru_maxrss);
+            bench_own_peak_rss());
     fclose(f);
 }
 
