@@ -45,7 +45,8 @@ impl Signals {
         // no SIGCHLD at all: its exit would go unnoticed.
         // SAFETY: setting a signal's disposition to SIG_DFL has no memory-safety preconditions.
         unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-        let set = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD]);
+        let [int, term, hup] = FORWARDED;
+        let set = sigset(&[int, term, hup, libc::SIGCHLD]);
         // SAFETY: set is a valid sigset_t; this changes only the calling thread's mask.
         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         // SAFETY: a new signalfd for a valid set.
@@ -227,28 +228,23 @@ pub fn spawn(
     let mut pid = 0;
     let run = |pid: &mut libc::pid_t, file: &CString, argv: &[CString], search: bool| {
         let argv = pointers(argv);
+        // The same arguments either way: posix_spawnp searches PATH for `file`.
+        let spawn = if search {
+            libc::posix_spawnp
+        } else {
+            libc::posix_spawn
+        };
         // SAFETY: file, argv and envp are NUL-terminated strings in NULL-terminated arrays
         // that outlive the call; attr is initialised; no file actions.
         unsafe {
-            if search {
-                libc::posix_spawnp(
-                    pid,
-                    file.as_ptr(),
-                    std::ptr::null(),
-                    &attr.0,
-                    argv.as_ptr(),
-                    envp.as_ptr(),
-                )
-            } else {
-                libc::posix_spawn(
-                    pid,
-                    file.as_ptr(),
-                    std::ptr::null(),
-                    &attr.0,
-                    argv.as_ptr(),
-                    envp.as_ptr(),
-                )
-            }
+            spawn(
+                pid,
+                file.as_ptr(),
+                std::ptr::null(),
+                &attr.0,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            )
         }
     };
     let mut rc = run(&mut pid, &argv[0], &argv, true);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use egress_policy::Locator;
 use libc::c_int;
 
+use crate::carray::c_strings;
 use crate::fmt::Buf;
 use crate::fold::{self, Fold, KeyHash};
 use crate::real;
@@ -267,29 +268,6 @@ fn write_argv<'a>(w: &mut Buf, args: impl Iterator<Item = &'a [u8]>, reserve: us
     }
     w.str("]");
     true
-}
-
-/// The strings of a C argument vector, read as the iterator advances.
-///
-/// # Safety
-/// `argv` must be null or a NULL-terminated array of NUL-terminated strings that stay valid
-/// and unchanged while the iterator is used.
-unsafe fn c_strings<'a>(argv: *const *const libc::c_char) -> impl Iterator<Item = &'a [u8]> {
-    let mut at = argv;
-    std::iter::from_fn(move || {
-        if at.is_null() {
-            return None;
-        }
-        // SAFETY: `at` points into the caller's NULL-terminated array (see the contract).
-        let arg = unsafe { *at };
-        if arg.is_null() {
-            return None;
-        }
-        // SAFETY: the slot was not the terminator, so the next one exists.
-        at = unsafe { at.add(1) };
-        // SAFETY: a NUL-terminated string of the array, valid while the iterator is used.
-        Some(unsafe { std::ffi::CStr::from_ptr(arg) }.to_bytes())
-    })
 }
 
 /// Records one name lookup (`call` looked up `name`). Called before the lookup proceeds.

@@ -274,8 +274,8 @@ fn the_lowest_rule_wins_across_groups_and_sections() {
     assert_eq!(v.match_addr(ip("127.0.0.1"), 500), Some(3));
     assert_eq!(v.match_addr(ip("127.0.0.2"), 500), Some(4));
     assert_eq!(v.match_addr(ip("::1"), 500), Some(4));
-    assert_eq!(v.match_addr(ip("8.8.8.8"), 100), Some(2));
-    assert_eq!(v.match_addr(ip("8.8.8.8"), 101), None);
+    assert_eq!(v.match_addr(ip("203.0.113.7"), 100), Some(2));
+    assert_eq!(v.match_addr(ip("203.0.113.7"), 101), None);
     assert_eq!(v.match_name(b"a.b.test"), Some(0));
     assert_eq!(v.match_name(b"b.test"), None);
 }

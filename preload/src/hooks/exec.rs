@@ -15,6 +15,7 @@ use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 use egress_policy::elf::{classify, preload_is_fatal, secure_exec_reason, Program};
 use egress_policy::Mode;
 
+use crate::carray::entries;
 use crate::events;
 use crate::guard;
 use crate::real;
@@ -70,27 +71,6 @@ impl Drop for GuardedEnv {
 
 fn has_token(list: &[u8], item: &[u8]) -> bool {
     list.split(|b| *b == b':' || *b == b' ').any(|t| t == item)
-}
-
-/// The entries of a NULL-terminated environment array.
-///
-/// # Safety
-/// `envp` must be null or a NULL-terminated array of NUL-terminated strings.
-unsafe fn entries(envp: *const *const c_char) -> impl Iterator<Item = *const c_char> {
-    let mut at = envp;
-    std::iter::from_fn(move || {
-        if at.is_null() {
-            return None;
-        }
-        // SAFETY: within the NULL-terminated array, per the caller.
-        let entry = unsafe { *at };
-        if entry.is_null() {
-            return None;
-        }
-        // SAFETY: the next slot exists because this one was not the terminator.
-        at = unsafe { at.add(1) };
-        Some(entry)
-    })
 }
 
 /// Why the guard cannot enter the program at `path` (NUL-terminated), following one `#!`
