@@ -11,6 +11,7 @@ mod carray;
 mod decide;
 mod dns_sockets;
 mod dnsmsg;
+mod dynsym;
 mod events;
 mod fd_kinds;
 mod fmt;

@@ -1,4 +1,5 @@
-//! The one table of real libc functions, found with `dlsym(RTLD_NEXT, ...)`.
+//! The one table of real libc functions, found with `dlsym(RTLD_NEXT, ...)`, and the real
+//! `dlsym` itself, which the guard interposes too and so finds in libc's symbol table.
 //!
 //! Each entry is resolved on first use and cached in an atomic, so a hook that runs before the
 //! constructor still reaches libc. `ensure_init` resolves the async-signal-safe ones up front
@@ -6,6 +7,8 @@
 //! handler or a forked child of a threaded program.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::dynsym::{self, Span};
 
 use libc::{
     addrinfo, c_char, c_int, c_uint, hostent, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t,
@@ -30,11 +33,54 @@ impl Real {
         if cached != 0 {
             return cached;
         }
-        // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT asks for the next definition
-        // after this library, which is libc's (or another preload's) symbol.
-        let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr().cast()) } as usize;
+        let Some(dlsym) = dlsym() else { return 0 };
+        // SAFETY: `name` is a NUL-terminated literal; called from this library, RTLD_NEXT asks
+        // for the next definition after it: libc's (or another preload's) symbol.
+        let found = unsafe { dlsym(libc::RTLD_NEXT, self.name.as_ptr().cast()) } as usize;
         self.addr.store(found, Ordering::Release);
         found
+    }
+}
+
+pub type DlsymFn = unsafe extern "C" fn(*mut libc::c_void, *const c_char) -> *mut libc::c_void;
+pub type DlvsymFn =
+    unsafe extern "C" fn(*mut libc::c_void, *const c_char, *const c_char) -> *mut libc::c_void;
+
+static DLSYM_ADDR: AtomicUsize = AtomicUsize::new(0);
+static LIBC_START: AtomicUsize = AtomicUsize::new(0);
+static LIBC_END: AtomicUsize = AtomicUsize::new(0);
+
+/// The real `dlsym`: the first definition after this library, read from the objects' own
+/// symbol tables (asking `dlsym` would reach this library's hook). Cached; racing threads find
+/// the same answer.
+pub fn dlsym_addr() -> usize {
+    let cached = DLSYM_ADDR.load(Ordering::Acquire);
+    if cached != 0 {
+        return cached;
+    }
+    let Some((addr, span)) = dynsym::next_function(c"dlsym", dlsym_addr as *const () as usize)
+    else {
+        return 0;
+    };
+    LIBC_START.store(span.start, Ordering::Relaxed);
+    LIBC_END.store(span.end, Ordering::Relaxed);
+    DLSYM_ADDR.store(addr, Ordering::Release);
+    addr
+}
+
+pub fn dlsym() -> Option<DlsymFn> {
+    let addr = dlsym_addr();
+    // SAFETY: a non-zero address is the definition of `dlsym`, whose C signature DlsymFn is.
+    (addr != 0).then(|| unsafe { std::mem::transmute::<usize, DlsymFn>(addr) })
+}
+
+/// The object that defines the real `dlsym`: libc (glibc 2.34 and later define every function
+/// the guard hooks there).
+pub fn libc_span() -> Span {
+    dlsym_addr();
+    Span {
+        start: LIBC_START.load(Ordering::Relaxed),
+        end: LIBC_END.load(Ordering::Relaxed),
     }
 }
 
@@ -68,6 +114,12 @@ pub static GETNAMEINFO: Real = Real::new(b"getnameinfo\0");
 pub static SEND: Real = Real::new(b"send\0");
 pub static GETADDRINFO_A: Real = Real::new(b"getaddrinfo_a\0");
 pub static DLOPEN: Real = Real::new(b"dlopen\0");
+pub static DLVSYM: Real = Real::new(b"dlvsym\0");
+pub static EXECV: Real = Real::new(b"execv\0");
+pub static EXECVP: Real = Real::new(b"execvp\0");
+pub static EXECL: Real = Real::new(b"execl\0");
+pub static EXECLE: Real = Real::new(b"execle\0");
+pub static EXECLP: Real = Real::new(b"execlp\0");
 pub static SYSTEM: Real = Real::new(b"system\0");
 pub static POPEN: Real = Real::new(b"popen\0");
 pub static EXECVEAT: Real = Real::new(b"execveat\0");
@@ -103,6 +155,7 @@ static AT_INIT: [&Real; 15] = [
 ];
 
 pub fn resolve_all() {
+    dlsym_addr();
     for r in AT_INIT {
         r.get();
     }

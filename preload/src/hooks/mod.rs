@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod dlopen;
+pub mod dlsym;
 pub mod exec;
 pub mod fd;
 pub mod res;
