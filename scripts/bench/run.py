@@ -477,16 +477,19 @@ def main():
         ("udp", "udp", 500_000, "UDP sendto, 127.0.0.1", "op"),
         ("gai", "gai", 200_000, 'getaddrinfo("localhost")', "op"),
         ("spawn", "spawn", 3_000, "posix_spawn /bin/true + wait", "exec"),
+        ("dlsym", "dlsym", 1_000_000, 'dlsym(libc, "getpid"): forwarded', "op"),
+        ("dlsym-hooked", "dlsym", 200_000, 'dlsym(libc, "connect"): answered by the guard', "op"),
     ]
     for name, prog, default_n, desc, unit in c_loops:
         if not selected(name):
             continue
         n = count(default_n)
-        build = c_build(binp(prog))
+        build = c_build(binp(prog), *(["connect"] if name == "dlsym-hooked" else []))
         vs = [Variant("native", build, n), Variant("egress-run", with_prefix(block, build), n)]
         if name == "udp":
             vs.append(Variant("audit", with_prefix(audit, build), n))
-        vs += peer_variants(name, build, n)
+        if not name.startswith("dlsym"):
+            vs += peer_variants(name, build, n)
         workloads.append(Workload(name, desc, unit, vs, runs))
 
     # -- start-up of one program (one sample = one run)
@@ -657,6 +660,16 @@ def checks_for(runner, w, peers, peer_libs, args, work, report):
             for v in w.variants:
                 if v.key != "strace":
                     out.append(traffic_check(runner, strace, w.name, v.shrunk(20), work))
+    elif w.name.startswith("dlsym"):
+        # the look-up really is answered by the guard (connect) or forwarded to libc (getpid)
+        want = "libegress_preload.so" if w.name == "dlsym-hooked" else "libc.so.6"
+        m = runner.run(w.v("egress-run").shrunk(small).argv, env={"BENCH_DLSYM_SHOW": "1"},
+                       stdout=os.path.join(work, "dlsym.out"), check=False)
+        with open(os.path.join(work, "dlsym.out")) as f:
+            got = f.read().strip()
+        ok = m["code"] == "0" and got == want
+        out.append((f"{w.name} [egress-run]: answer defined in {got or '?'}"
+                    + ("" if ok else f"  <-- expected {want}"), ok))
     elif w.name == "python":
         v = w.v("egress-run").shrunk(small)
         line, ok, _ = guard_check(runner, "python", v.argv, {"attempts": v.n, "denied": 0}, report)
@@ -748,7 +761,8 @@ def print_tables(workloads, quick, runs, startup_n, load_before, load_after, ela
     rows = []  # (label, workload, guarded variant key)
     for name, key, tag in (("connect", "egress-run", "block"), ("udp", "egress-run", "block"),
                            ("udp", "audit", "audit, no rules"), ("gai", "egress-run", "block"),
-                           ("spawn", "egress-run", "block"), ("python", "egress-run", "block")):
+                           ("spawn", "egress-run", "block"), ("dlsym", "egress-run", "block"),
+                           ("dlsym-hooked", "egress-run", "block"), ("python", "egress-run", "block")):
         if name in by:
             rows.append((f"{by[name].desc} [{tag}]", by[name], key))
     if "pytest" in by:
