@@ -1,7 +1,7 @@
 //! `egress-run`: runs COMMAND with the guard library preloaded into its whole process tree,
 //! collects what every process attempted, and writes the report and summary.
 //!
-//! `no_main`: every guarded run starts this program, so its start-up counts (issue 5). std's
+//! `no_main`: every guarded run starts this program, so its start-up cost counts. std's
 //! runtime set-up reads `/proc/self/maps` to place a stack guard and maps a signal stack for
 //! overflow messages: about 0.15 ms of a ~1 ms start here. `main` below does the parts of it
 //! that matter to egress-run (descriptors 0-2, SIGPIPE); `std::env::args_os` still works (glibc

@@ -47,7 +47,7 @@ PEER_DIVISOR = {
     ("proxychains", "spawn"): 3,
 }
 
-# Targets of issue 5 (median ratios guarded/native unless stated).
+# Performance targets (median ratios guarded/native unless stated).
 RATIO_TARGETS = {"connect": 1.02, "udp": 1.05, "udp-audit": 1.10, "gai": 1.05, "pytest": 1.03}
 REPORT_LINES_TARGET = 10  # "a few lines, not 1M"
 RSS_TARGET_KIB = 2048
@@ -910,7 +910,7 @@ def applies(peer, workload):
 
 
 def print_targets(by, report_lines):
-    """Issue 5's target table: measured, target, met or missed (wall, and CPU)."""
+    """The performance targets' table: measured, target, met or missed (wall, and CPU)."""
     rows = []
 
     def verdict(value, limit):
@@ -1008,7 +1008,7 @@ def print_targets(by, report_lines):
                      "n/a", ""))
 
     print()
-    print(f"Targets (issue 5). Ratios are guarded/native medians; 'met' uses the wall figure, "
+    print(f"Performance targets. Ratios are guarded/native medians; 'met' uses the wall figure, "
           f"then the CPU figure (user+sys of the tree). 'A few lines' is taken as ≤ {REPORT_LINES_TARGET}.")
     print()
     print("| target | goal | measured (wall) | measured (CPU) | wall | CPU |")

@@ -1,4 +1,4 @@
-"""A small project test suite, run *under* egress-run by tests/e2e/test_issue2_pysuite.py.
+"""A small project test suite, run *under* egress-run by tests/e2e/test_pysuite.py.
 
 The loopback tests start their own servers. test_remote.py reaches http://other.test/, a name
 that exists only inside scripts/sandbox.sh's private network namespace; outside it that test

@@ -5,7 +5,7 @@
 //! cargo run --release -p egress-policy --example match_bench
 //! ```
 //!
-//! Matching must cost about the same for every size (issue 5).
+//! Matching must cost about the same for every size, up to 10,000 rules.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

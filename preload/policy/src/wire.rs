@@ -25,7 +25,7 @@
 //! The checksum (`checksum`) is a word-wise 64-bit hash of the whole policy with the checksum
 //! field zeroed.
 //!
-//! The index lets matching cost O(groups · log n) instead of a scan of every rule (issue 5),
+//! The index lets matching cost O(groups · log n) instead of a scan of every rule (up to 10,000),
 //! and still return the first matching rule in the user's order. Every rule is in it exactly
 //! once. Loopback slots are in rule order. Exact-name and below slots are sorted by (stored name,
 //! rule index), so a case-folded binary search for the query (or, for below rules, for each

@@ -1,4 +1,4 @@
-"""Issue 4 item 7: Go binaries dial with raw system calls, so the library never sees their
+"""Go programs: Go binaries dial with raw system calls, so the library never sees their
 connects, even when they are dynamically linked (cgo). They are detected like static programs
 (the Go build-id note): refused in block mode unless --allow-unguarded, reported as unguarded
 in audit mode. Loopback only."""

@@ -1,8 +1,8 @@
-"""Issue 4 items 1-2: every resolver entry point is a lookup. res_* (and their __res_* and
-res_n* forms) of a name no rule allows send nothing to the namespace's DNS server in block mode
-and are recorded in audit mode; reverse lookups answer "no PTR record" (or the numeric form)
-without a query; a DNS question a program sends itself (node's c-ares) is a datagram to the
-resolver, denied unless a rule allows it, and the report names what it asked."""
+"""Every resolver entry point is a lookup. res_* (and their __res_* and res_n* forms) of a name no
+rule allows send nothing to the namespace's DNS server in block mode and are recorded in audit mode;
+reverse lookups answer "no PTR record" (or the numeric form) without a query; a DNS question a
+program sends itself (node's c-ares) is a datagram to the resolver, denied unless a rule allows it,
+and the report names what it asked."""
 import shutil
 import subprocess
 

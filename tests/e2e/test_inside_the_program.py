@@ -1,9 +1,9 @@
-"""Issue 3, inside the guarded program (HAZARDS "Inside the guarded program"): errno of calls the
-guard lets through is the kernel's; hooks that run before the guard library's constructor (another
-library's constructor, the program's .preinit_array) are still checked and reported; fork while
-other threads are inside hooks does not deadlock and loses no attempt; connect from a signal
-handler is checked, also when the signal interrupts a hook. Loopback only, except the fork test's
-lookup variant (a test name: sandbox)."""
+"""Inside the guarded program (HAZARDS "Inside the guarded program"): errno of calls the guard lets
+through is the kernel's; hooks that run before the guard library's constructor (another library's
+constructor, the program's .preinit_array) are still checked and reported; fork while other threads
+are inside hooks does not deadlock and loses no attempt; connect from a signal handler is checked,
+also when the signal interrupts a hook. Loopback only, except the fork test's lookup variant (a test
+name: sandbox)."""
 import errno
 import os
 import shutil

@@ -1,12 +1,12 @@
-"""Issue 5 rebuilt the launcher (one poll loop, posix_spawnp, batched reads). What it must
-still do, whatever its parent left behind."""
+"""The launcher, rebuilt to cut its start-up cost (one poll loop, posix_spawnp, batched reads):
+what it must still do, whatever its parent left behind."""
 import json
 import subprocess
 
 from conftest import RUN_TIMEOUT, guarded_env, py
 
 
-def test_issue5_ignored_sigchld_inherited_from_the_parent(egress_bin, tmp_path):
+def test_ignored_sigchld_inherited_from_the_parent(egress_bin, tmp_path):
     """An ignored SIGCHLD survives exec; the kernel would then reap COMMAND without telling
     the launcher. It must still return COMMAND's status and write the report."""
     report = tmp_path / "r.jsonl"
@@ -22,7 +22,7 @@ def test_issue5_ignored_sigchld_inherited_from_the_parent(egress_bin, tmp_path):
     assert (summary["type"], summary["exit_code"]) == ("summary", 7), summary
 
 
-def test_issue5_many_short_processes_are_all_counted(run_guarded):
+def test_many_short_processes_are_all_counted(run_guarded):
     """Batched reads: a burst of short-lived processes, each with its own check-in, is
     counted in full (the queue holds only a few datagrams; senders wait, nothing is lost)."""
     code = "import subprocess\nfor _ in range(60): subprocess.run(['/bin/true'])"

@@ -1,9 +1,9 @@
-"""Issue 3, load: 8 processes x 32 threads x 5,000 attempts (the issue's figure), mixed TCP
-connects to an allowed loopback listener and UDP datagrams to an allowed and to a denied loopback
-port. Every attempt must be counted (the report's counts per destination, and per process, equal
-what the program counted itself), every report line must be whole JSON (the harness checks each
-line against the schema and the summary invariants), and nothing may hang (hang guard only: no
-timing is asserted).
+"""Load: 8 processes x 32 threads x 5,000 attempts (the stress figure set for the guard: 1,280,000
+attempts per run), mixed TCP connects to an allowed loopback listener and UDP datagrams to an
+allowed and to a denied loopback port. Every attempt must be counted (the report's counts per
+destination, and per process, equal what the program counted itself), every report line must be
+whole JSON (the harness checks each line against the schema and the summary invariants), and nothing
+may hang (hang guard only: no timing is asserted).
 
 Full size takes about 25 s per mode on a 2-CPU machine. EGRESS_E2E_LOAD_ITERS (attempts per
 thread, default 5000) scales it down where that is too slow; the assertions do not change.

@@ -1,4 +1,4 @@
-"""Beyond issue #2's list: denial lines on egress-run's stderr, and --quiet (loopback only)."""
+"""Denial lines on egress-run's stderr, and --quiet (loopback only)."""
 from conftest import netprobe, py
 
 

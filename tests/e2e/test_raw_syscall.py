@@ -1,4 +1,4 @@
-"""Issue 3 item 5: syscall(SYS_connect, ...) and syscall(SYS_sendto, ...) through libc's
+"""Raw system calls: syscall(SYS_connect, ...) and syscall(SYS_sendto, ...) through libc's
 syscall() are checked like the real calls; other system calls pass through. Loopback only."""
 import pytest
 

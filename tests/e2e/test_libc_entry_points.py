@@ -1,5 +1,5 @@
-"""The libc entry points beyond connect/sendto/getaddrinfo that issue 2 hooks: the
-gethostbyname family, sendmsg, sendmmsg (one destination per message) and TCP Fast Open."""
+"""The libc entry points the guard hooks beyond connect/sendto/getaddrinfo: the gethostbyname
+family, sendmsg, sendmmsg (one destination per message) and TCP Fast Open."""
 import pytest
 
 from conftest import ALLOWED_IP, OTHER_IP, PROGS
@@ -45,21 +45,21 @@ def test_gethostbyname_family_allowed_name(op, sandbox, libcentry, run_guarded):
 @pytest.mark.parametrize("mode", MODES)
 def test_sendmsg_checks_its_destination(mode, sandbox, servers, libcentry, run_guarded):
     res = run_guarded(["--allow", f"{ALLOWED_IP}:9999", *MODES[mode]],
-                      [libcentry, "sendmsg", OTHER_IP, "9999", "issue2-sendmsg"])
+                      [libcentry, "sendmsg", OTHER_IP, "9999", "sendmsg-packet"])
     sends = res.attempts("send", addr=OTHER_IP, port=9999)
     assert [(s["call"], s["decision"], s["proto"]) for s in sends] == [("sendmsg", "deny", "udp")], res.describe()
     arrived = servers.udp[OTHER_IP].settle()
     if mode == "block":
         assert res.stdout == f"errno {EACCES}\n", res.describe()
-        assert b"issue2-sendmsg" not in arrived
+        assert b"sendmsg-packet" not in arrived
     else:
         assert res.stdout == "sent 14\n", res.describe()
-        assert b"issue2-sendmsg" in arrived
+        assert b"sendmsg-packet" in arrived
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sendmmsg_checks_every_message(mode, sandbox, servers, libcentry, run_guarded):
-    payload = "issue2-sendmmsg"
+    payload = "sendmmsg-packet"
     dests = [f"{ALLOWED_IP}:9999", f"{OTHER_IP}:9999", f"{ALLOWED_IP}:9999"]
     res = run_guarded(["--allow", f"{ALLOWED_IP}:9999", *MODES[mode]], [libcentry, "sendmmsg", payload, *dests])
     assert res.count("send", addr=OTHER_IP, port=9999, decision="deny") == 1, res.describe()
@@ -79,9 +79,9 @@ def test_sendmmsg_checks_every_message(mode, sandbox, servers, libcentry, run_gu
 
 def test_sendmmsg_denied_first_message_fails_with_eacces(sandbox, servers, libcentry, run_guarded):
     res = run_guarded(["--allow", f"{ALLOWED_IP}:9999"],
-                      [libcentry, "sendmmsg", "issue2-first", f"{OTHER_IP}:9999", f"{ALLOWED_IP}:9999"])
+                      [libcentry, "sendmmsg", "denied-first", f"{OTHER_IP}:9999", f"{ALLOWED_IP}:9999"])
     assert res.stdout == f"ret -1 errno {EACCES}\n", res.describe()
-    assert b"issue2-first" not in servers.udp[ALLOWED_IP].settle()
+    assert b"denied-first" not in servers.udp[ALLOWED_IP].settle()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -97,8 +97,8 @@ def test_tcp_fast_open_send_is_a_connect(mode, sandbox, servers, libcentry, run_
 
 @pytest.mark.parametrize("allowed", [True, False])
 def test_connect_af_unspec_dissolves_without_a_check(allowed, libcentry, loopback, run_guarded):
-    # Issue 4 item 4: connect(AF_UNSPEC) on a UDP socket is not egress; it passes untouched
-    # and unrecorded, whether or not the earlier association was allowed.
+    # connect(AF_UNSPEC) on a UDP socket is not egress; it passes untouched and unrecorded,
+    # whether or not the earlier association was allowed.
     port = loopback.udp.port
     res = run_guarded(["--allow", f"loopback:{port}"] if allowed else [], [libcentry, "unspec", "127.0.0.1", port])
     first = "connect 0 errno 0" if allowed else f"connect -1 errno {EACCES}"

@@ -1,5 +1,5 @@
-"""Issue 4 item 5: a plugin dlopen'ed with RTLD_DEEPBIND binds its own connect straight to
-libc's, past the guard, unless the dlopen hook clears the flag. Loopback only."""
+"""A plugin dlopen'ed with RTLD_DEEPBIND binds its own connect straight to libc's, past the guard,
+unless the dlopen hook clears the flag. Loopback only."""
 import platform
 import subprocess
 

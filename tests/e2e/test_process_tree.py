@@ -1,14 +1,16 @@
-"""Issue 3, process tree (CONTRACT "Process tree"): every descendant's attempt is denied in block
-mode / recorded in audit mode and attributed to the pid and program that made it; a daemon that
-closes every descriptor and reuses the policy's number still gets its policy without touching the
-unrelated file; a daemon that outlives COMMAND does not hold egress-run and is named in
-`summary.still_running`.
+"""The process tree (CONTRACT "Process tree"). Loopback only: runs inside or outside the sandbox.
 
-test_contract_process_tree.py checks that each way of starting a child is guarded (one denied
-connect, its pid has a process line). The tests here check the attribution itself: the connect
-line's pid and exe are the leaf's own (as the leaf reports them), the pid's last process line
-names that program, and the process lines' ppid links lead from the leaf up to COMMAND.
-Loopback only: runs inside or outside the sandbox."""
+1. The report's process lines, and every way of starting a child is guarded (fork, exec,
+   posix_spawn, shells, `env -i`, `subprocess.run(env={})`, `close_fds=True`): one denied
+   connect, and its pid has a process line.
+2. Attribution: every descendant's attempt is denied in block mode / recorded in audit mode and
+   attributed to the pid and program that made it: the connect line's pid and exe are the
+   leaf's own (as the leaf reports them), the pid's last process line names that program, and
+   the process lines' ppid links lead from the leaf up to COMMAND.
+3. A daemon that closes every descriptor and reuses the policy's number still gets its policy
+   without touching the unrelated file.
+4. A daemon that outlives COMMAND does not hold egress-run and is named in
+   `summary.still_running`."""
 import json
 import os
 import shlex
@@ -20,6 +22,68 @@ from conftest import PROGS, PYTHON, WAIT_TIMEOUT, py, token
 
 MODES = {"block": [], "audit": ["--audit"]}
 EACCES = 13
+
+
+# --------------------------------------------------------------------------------------------
+# 1. The command's process line, and every way of starting a child is guarded
+
+
+def connect_code(port):
+    return ("import socket\n"
+            "s = socket.socket()\n"
+            "try:\n"
+            f"    s.connect(('127.0.0.1', {port})); print('child connected', flush=True)\n"
+            "except OSError as e:\n"
+            "    print('child errno', e.errno, flush=True)\n")
+
+
+# How the parent (a Python program) starts the child that makes one connect.
+LAUNCH = {
+    "subprocess-default": "subprocess.run(child)",  # vfork+execv, close_fds=True
+    "subprocess-env-empty": "subprocess.run(child, env={})",
+    "subprocess-close-fds-false": "subprocess.run(child, close_fds=False)",  # posix_spawn
+    "env-i": "subprocess.run(['env', '-i'] + child)",
+    "os-system": "os.system(shlex.join(child))",
+    "sh-c": "subprocess.run(['sh', '-c', shlex.join(child) + '; true'])",
+    "os-execv": "os.execv(child[0], child)",
+    "os-execve-empty-env": "os.execve(child[0], child, {})",
+    "fork": "pid = os.fork()\nif pid == 0:\n    exec(child[2]); os._exit(0)\nos.waitpid(pid, 0)",
+}
+
+
+def test_process_line_of_the_command(run_guarded):
+    res = run_guarded([], py("print('hi')"))
+    assert res.returncode == 0, res.describe()
+    procs = res.lines("process")
+    assert len(procs) == 1, res.describe()
+    p = procs[0]
+    assert p["guarded"] is True and p["argv"] == [PYTHON, "-c", "print('hi')"], p
+    assert p["exe"].startswith("/"), p
+    assert res.summary["processes"] == 1
+    assert res.run_line["argv"] == [PYTHON, "-c", "print('hi')"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", LAUNCH)
+def test_descendant_is_guarded(how, mode, loopback, run_guarded):
+    port = loopback.tcp1.port
+    code = ("import os, shlex, subprocess, sys\n"
+            f"child = [{PYTHON!r}, '-c', {connect_code(port)!r}]\n"
+            "sys.stdout.flush()\n"
+            f"{LAUNCH[how]}\n")
+    res = run_guarded(MODES[mode], py(code))
+    want = "child errno 13\n" if mode == "block" else "child connected\n"
+    assert res.stdout == want, res.describe()
+    assert res.returncode == (3 if mode == "block" else 0), res.describe()
+    conns = res.attempts("connect", addr="127.0.0.1", port=port)
+    assert len(conns) == 1 and conns[0]["count"] == 1 and conns[0]["decision"] == "deny", res.describe()
+    procs = res.lines("process")
+    assert conns[0]["pid"] in {p["pid"] for p in procs}, "the process that made the attempt has a process line"
+    assert all(p["guarded"] is True and "policy_error" not in p for p in procs), res.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# 2.-4. Attribution: the leaves (Python and C) and the checks they share
 
 # A Python leaf: one connect, then a JSON line saying who made it.
 PY_LEAF = (
@@ -106,7 +170,7 @@ def check_leaf_attempt(res, mode, port, leaf):
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Each way of starting a child: the right pid and exe
+# 2. Each way of starting a child: the right pid and exe
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -173,7 +237,7 @@ def test_vfork_execve_from_c(env, mode, loopback, treeleaf, vforkexec, run_guard
 
 
 # --------------------------------------------------------------------------------------------
-# 2. A daemon that closes every descriptor and reuses the policy's number
+# 3. A daemon that closes every descriptor and reuses the policy's number
 
 
 DAEMON_FD_REUSE = r"""
@@ -293,7 +357,7 @@ def test_recovered_policy_still_allows(mode, loopback, tmp_path, run_guarded):
 
 
 # --------------------------------------------------------------------------------------------
-# 3. A double-forked daemon that outlives COMMAND
+# 4. A double-forked daemon that outlives COMMAND
 
 
 DAEMON_OUTLIVES = r"""

@@ -1,7 +1,7 @@
-"""Issue 4 item 8, the coverage record: only a check-in proves a process is guarded. A COMMAND
-whose loader silently ignores the library (here: a dynamic program whose PT_INTERP names a
-stand-in loader that ignores LD_PRELOAD, which the up-front detection cannot tell from glibc's)
-never checks in: it is reported unguarded and a block-mode run exits non-zero."""
+"""The coverage record: only a check-in proves a process is guarded. A COMMAND whose loader silently
+ignores the library (here: a dynamic program whose PT_INTERP names a stand-in loader that ignores
+LD_PRELOAD, which the up-front detection cannot tell from glibc's) never checks in: it is reported
+unguarded and a block-mode run exits non-zero."""
 import platform
 import subprocess
 import tempfile

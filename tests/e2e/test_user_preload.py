@@ -1,6 +1,5 @@
-"""Issue 4 item 5 (second half): the user's own LD_PRELOAD (libasan must come first) is kept
-ahead of the guard's library, in COMMAND and in a child started with a scrubbed environment.
-Loopback only."""
+"""The user's own LD_PRELOAD (libasan must come first) is kept ahead of the guard's library, in
+COMMAND and in a child started with a scrubbed environment. Loopback only."""
 import json
 import subprocess
 

@@ -1,4 +1,4 @@
-"""Issue 3, fail closed (CONTRACT "Process tree": "If a guarded process cannot obtain its policy,
+"""Fail closed (CONTRACT "Process tree": "If a guarded process cannot obtain its policy,
 it fails closed in block mode (denies all egress) and reports that"; docs/design.md "Policy
 hand-over").
 
@@ -307,7 +307,7 @@ UNUSABLE = {
 # SIGBUS in the loader (exit 135).
 @pytest.mark.parametrize("kind", UNUSABLE)
 def test_unusable_library_is_125(kind, egress_bin, preload_lib, tmp_path):
-    """test_issue2_exit_status.py::test_library_missing_is_125 covers a missing library. A library
+    """test_exit_status.py::test_library_missing_is_125 covers a missing library. A library
     that is there but cannot be loaded must stop egress-run the same way (125, COMMAND not
     started), not run COMMAND unguarded."""
     lone = tmp_path / "lone" / "egress-run"

@@ -1,4 +1,4 @@
-"""Issue 4 item 3: glibc's variadic exec functions (execl, execlp, execle) reach its internal
+"""The exec family: glibc's variadic exec functions (execl, execlp, execle) reach its internal
 execve, not the hooks, so the guard provides them itself (a C shim): an empty environment is
 still guarded, and an unguardable program is still refused. Loopback only."""
 import stat

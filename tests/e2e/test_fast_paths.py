@@ -1,4 +1,4 @@
-"""Issue 5 (performance): the shortcuts taken for speed must not open a hole.
+"""Fast paths (design.md, *Fast paths*): the shortcuts taken for speed must not open a hole.
 
 - `connect`/`sendto` trust what the `socket` hook recorded for a descriptor instead of asking
   the kernel (fd_kinds). A number reused behind the guard's back must still be checked.
@@ -43,7 +43,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.skipif(SYS_CLOSE is None, reason="raw close(2) number unknown on this architecture")
-def test_issue5_reused_descriptor_number_is_still_checked(sandbox, servers, run_guarded):
+def test_reused_descriptor_number_is_still_checked(sandbox, servers, run_guarded):
     tok = token()
     res = run_guarded([], py(REUSED_NUMBER) + [OTHER_IP, tok, str(SYS_CLOSE)])
     out = res.outputs()
@@ -55,7 +55,7 @@ def test_issue5_reused_descriptor_number_is_still_checked(sandbox, servers, run_
     assert res.returncode == 3, res.describe()
 
 
-def test_issue5_duplicated_descriptor_keeps_its_checks(sandbox, servers, run_guarded):
+def test_duplicated_descriptor_keeps_its_checks(sandbox, servers, run_guarded):
     """dup2 onto a number the guard knew as TCP: the copy is UDP and its sends are checked."""
     tok = token()
     code = r"""
@@ -76,7 +76,7 @@ except OSError as e:
     assert res.count("send", addr=OTHER_IP, port=9999, proto="udp", decision="deny") == 1, res.describe()
 
 
-def test_issue5_unwinder_inside_the_library_catches_a_panic(run_guarded):
+def test_unwinder_inside_the_library_catches_a_panic(run_guarded):
     """libgcc_s is no longer loaded for the guard: its static unwinder must still work."""
     code = "import ctypes; print(ctypes.CDLL(None).egress_preload_unwind_selftest())"
     res = run_guarded(["--allow", "loopback"], py(code))

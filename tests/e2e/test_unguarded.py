@@ -1,7 +1,7 @@
-"""Unguarded programs (CONTRACT "Unguarded programs"; issue 3 item 4): programs the library
-cannot enter are found before they run, as COMMAND and deep in the tree; refused in block mode
-(126, or EACCES from the inner exec), run and reported in audit mode or with --allow-unguarded.
-Loopback-only: nothing here sends anywhere."""
+"""Unguarded programs (CONTRACT "Unguarded programs"): programs the library cannot enter are found
+before they run, as COMMAND and deep in the tree; refused in block mode (126, or EACCES from the
+inner exec), run and reported in audit mode or with --allow-unguarded. Loopback-only: nothing here
+sends anywhere."""
 import os
 import shutil
 import stat
