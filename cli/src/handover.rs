@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED};
-use egress_policy::{Locator, Mode, Rule};
+use egress_policy::{DenyAs, Locator, Mode, Rule};
 
 use crate::Fatal;
 
@@ -87,6 +87,7 @@ impl SharedCounters {
 
 pub fn seal_policy(
     mode: Mode,
+    deny_as: DenyAs,
     rules: &[Rule],
     allow_unguarded: bool,
 ) -> Result<SealedPolicy, Fatal> {
@@ -104,13 +105,13 @@ pub fn seal_policy(
     let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
     let settings = Settings {
         mode,
+        deny_as,
         flags,
         counters: Some(Counters {
             fd: counters.fd,
             ino: counters.ino,
             slots: counters.slots,
         }),
-        ..Settings::default()
     };
     let bytes = encode_full(settings, std::process::id(), rules);
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
