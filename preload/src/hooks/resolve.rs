@@ -251,7 +251,8 @@ unsafe fn refused_lookup_r(result: *mut *mut hostent, h_errnop: *mut c_int) -> c
     }
 }
 
-/// A refused `*_r` lookup: no result, `h_errno` in the caller's slot, `ret` returned.
+/// A refused `*_r` lookup: no result, `h_errno` in the caller's slot and in the thread's
+/// `h_errno` (glibc's resolver sets both, and CPython reads the thread's), `ret` returned.
 ///
 /// # Safety
 /// `result` and `h_errnop` must be null or writable.
@@ -265,6 +266,7 @@ pub(crate) unsafe fn refuse_r(
         // SAFETY: writable per the caller.
         unsafe { *result = std::ptr::null_mut() };
     }
+    verdict::set_h_errno(h_errno);
     if !h_errnop.is_null() {
         // SAFETY: writable per the caller.
         unsafe { *h_errnop = h_errno };
