@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import OTHER_IP, PROGS, RUN_TIMEOUT, TcpListener, py
+from conftest import OTHER_IP, PROGS, RUN_TIMEOUT, TcpListener, no_network_prefix, py
 from test_issue3_fail_closed import (
     MODE_BLOCK,
     FakeLauncher,
@@ -133,21 +133,9 @@ def c_lines(stdout):
     return dict(line.split(" ", 1) for line in stdout.splitlines())
 
 
-def unshare_prefix():
-    """argv prefix that runs a command in a fresh network namespace with only lo (up): a host
-    without a network. Inside the sandbox this process is root in its user namespace."""
-    if not shutil.which("unshare"):
-        pytest.skip("unshare(1) is not installed")
-    for flags in (["-n"], ["-rn"]):
-        r = subprocess.run(["unshare", *flags, "true"], capture_output=True, text=True)
-        if r.returncode == 0:
-            return ["unshare", *flags, "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-    pytest.skip(f"cannot make a network namespace here: {r.stderr.strip()[:200]}")
-
-
 def run_offline_host(argv):
     """Runs argv unguarded in a fresh network namespace; returns its stdout."""
-    p = subprocess.run(unshare_prefix() + list(map(str, argv)), capture_output=True, text=True,
+    p = subprocess.run(no_network_prefix() + list(map(str, argv)), capture_output=True, text=True,
                        timeout=RUN_TIMEOUT)
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
     return p.stdout
