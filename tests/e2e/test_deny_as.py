@@ -235,10 +235,11 @@ def test_bad_value_exits_125_naming_it(value, run_guarded, tmp_path):
     assert not marker.exists(), "COMMAND ran after a bad option"
 
 
-def test_missing_value_exits_125(run_guarded, tmp_path):
+def test_missing_value_exits_125(run_guarded):
     res = run_guarded(["--deny-as"], [], report=False, dashdash=False)
     assert res.returncode == 125, res.describe()
-    assert res.stderr.startswith("egress-run: ") and "--deny-as" in res.stderr, res.describe()
+    assert res.stderr == ("egress-run: a value is required for '--deny-as <HOW>' but none was "
+                          "supplied; give one of: eacces, offline\n"), res.describe()
 
 
 def test_help_lists_it(egress_bin):
