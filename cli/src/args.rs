@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use egress_policy::{parse_rule, Mode, Rule};
+use egress_policy::{parse_rule, DenyAs, Mode, Rule};
 
 use crate::Fatal;
 
@@ -12,6 +12,15 @@ use crate::Fatal;
 enum ModeArg {
     Block,
     Audit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DenyAsArg {
+    /// connect/send fail with EACCES, lookups with EAI_FAIL
+    Eacces,
+    /// connect/send fail with ENETUNREACH, getaddrinfo with EAI_AGAIN, gethostbyname and res_*
+    /// with TRY_AGAIN, as on a machine without a network
+    Offline,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +49,15 @@ struct Cli {
     /// Same as --mode audit
     #[arg(long)]
     audit: bool,
+
+    /// How a denial looks to the program; reports and exit status are the same either way
+    #[arg(
+        long = "deny-as",
+        value_enum,
+        value_name = "HOW",
+        default_value = "eacces"
+    )]
+    deny_as: DenyAsArg,
 
     /// Allow a destination (repeatable)
     #[arg(long = "allow", value_name = "RULE")]
@@ -79,6 +97,7 @@ struct Cli {
 #[derive(Debug)]
 pub struct Config {
     pub mode: Mode,
+    pub deny_as: DenyAs,
     pub rules: Vec<Rule>,
     pub report: Option<PathBuf>,
     pub quiet: bool,
@@ -105,7 +124,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ")
                 .to_string();
-            return Err(Fatal::new(first, "run 'egress-run --help' for usage"));
+            return Err(Fatal::new(first, what_to_do(&e)));
         }
     };
     let mode = match (cli.audit, cli.mode) {
@@ -135,6 +154,10 @@ pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
     }
     Ok(Config {
         mode,
+        deny_as: match cli.deny_as {
+            DenyAsArg::Eacces => DenyAs::Eacces,
+            DenyAsArg::Offline => DenyAs::Offline,
+        },
         rules,
         report: cli.report,
         quiet: cli.quiet,
@@ -142,6 +165,18 @@ pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
         command_status: cli.exit_status == Some(ExitStatusArg::Command),
         command: cli.command,
     })
+}
+
+/// The second half of a command-line error: for a value outside a fixed set (`--mode`,
+/// `--deny-as`), the values to choose from.
+fn what_to_do(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(valid)) if !valid.is_empty() => {
+            format!("give one of: {}", valid.join(", "))
+        }
+        _ => "run 'egress-run --help' for usage".to_string(),
+    }
 }
 
 /// True when COMMAND was put after an explicit `--`.

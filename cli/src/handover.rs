@@ -9,8 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::wire::{encode_full, Counters, FLAG_ALLOW_UNGUARDED};
-use egress_policy::{Locator, Mode, Rule};
+use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED};
+use egress_policy::{DenyAs, Locator, Mode, Rule};
 
 use crate::Fatal;
 
@@ -87,6 +87,7 @@ impl SharedCounters {
 
 pub fn seal_policy(
     mode: Mode,
+    deny_as: DenyAs,
     rules: &[Rule],
     allow_unguarded: bool,
 ) -> Result<SealedPolicy, Fatal> {
@@ -102,17 +103,17 @@ pub fn seal_policy(
         0
     };
     let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
-    let bytes = encode_full(
+    let settings = Settings {
         mode,
-        std::process::id(),
-        rules,
+        deny_as,
         flags,
-        Counters {
+        counters: Some(Counters {
             fd: counters.fd,
             ino: counters.ino,
             slots: counters.slots,
-        },
-    );
+        }),
+    };
+    let bytes = encode_full(settings, std::process::id(), rules);
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
     let raw = unsafe { libc::memfd_create(c"egress-run-policy".as_ptr(), libc::MFD_ALLOW_SEALING) };
     if raw < 0 {

@@ -111,7 +111,12 @@ fn run() -> Result<i32, Fatal> {
         })?),
         None => None,
     };
-    let sealed = handover::seal_policy(config.mode, &config.rules, config.allow_unguarded)?;
+    let sealed = handover::seal_policy(
+        config.mode,
+        config.deny_as,
+        &config.rules,
+        config.allow_unguarded,
+    )?;
     let events = EventSocket::bind(&sealed.locator)?;
     let signals = Signals::block()?;
 
@@ -254,6 +259,7 @@ fn run() -> Result<i32, Fatal> {
             kind: "run",
             version: 1,
             mode: config.mode.as_str(),
+            deny_as: config.deny_as.as_str(),
             rules: &rule_texts,
             argv: config
                 .command

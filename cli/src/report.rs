@@ -12,6 +12,8 @@ pub struct RunLine<'a> {
     pub kind: &'static str,
     pub version: u32,
     pub mode: &'static str,
+    /// Extension: how denials looked to the program (`--deny-as`).
+    pub deny_as: &'static str,
     pub rules: &'a [String],
     pub argv: Vec<String>,
     pub started: String,

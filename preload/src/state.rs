@@ -6,7 +6,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use egress_policy::{Locator, Mode, PolicyView, POLICY_ENV};
+use egress_policy::{DenyAs, Locator, Mode, PolicyView, POLICY_ENV};
 
 use crate::{events, real};
 
@@ -54,6 +54,14 @@ impl Loaded {
         match &self.policy {
             Ok(view) => view.mode(),
             Err(_) => Mode::Block,
+        }
+    }
+
+    /// How refusals look. Without a policy (fail closed) the default: nothing says otherwise.
+    pub fn deny_as(&self) -> DenyAs {
+        match &self.policy {
+            Ok(view) => view.deny_as(),
+            Err(_) => DenyAs::default(),
         }
     }
 
@@ -329,6 +337,12 @@ pub fn current() -> Option<&'static Loaded> {
     } else {
         None
     }
+}
+
+/// How this process's refusals look; the default until the policy is loaded (a call refused
+/// while this thread initialises) or when there is none.
+pub fn deny_as() -> DenyAs {
+    current().map_or(DenyAs::default(), Loaded::deny_as)
 }
 
 /// Never read in practice: the slot is always filled before READY is published.

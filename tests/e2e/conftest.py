@@ -684,6 +684,21 @@ def build_pyext(build_dir):
     return build
 
 
+def no_network_prefix():
+    """argv prefix that runs a command unguarded in a fresh network namespace with only lo (up):
+    a host without a network, to compare `--deny-as offline` with. Inside the sandbox this
+    process is root in its user namespace; elsewhere `unshare -rn` may still work."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare(1) is not installed")
+    why = ""
+    for flags in (["-n"], ["-rn"]):
+        r = subprocess.run(["unshare", *flags, "true"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return ["unshare", *flags, "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+        why = r.stderr.strip()[:200]
+    pytest.skip(f"cannot make a network namespace here: {why}")
+
+
 def token():
     """A payload/path no other test uses."""
     return "t-" + uuid.uuid4().hex

@@ -47,8 +47,12 @@ def checksum(data):
     return h
 
 
-def encode_policy(mode, launcher_pid, rules=("loopback",)):
-    """A policy (wire version 2, see preload/policy/src/wire.rs) whose rules are all `loopback`
+DENY_AS = {"eacces": 0, "offline": 1}
+HEADER_LEN = 72
+
+
+def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
+    """A policy (wire version 3, see preload/policy/src/wire.rs) whose rules are all `loopback`
     (every port) rules named by `rules`."""
     strings, records = b"", b""
     for text in rules:
@@ -61,11 +65,14 @@ def encode_policy(mode, launcher_pid, rules=("loopback",)):
     # the loopback rules' slots in rule order.
     index = struct.pack("<6I", len(rules), 0, 0, 0, 0, 0)
     index += b"".join(struct.pack("<I", i) for i in range(len(rules)))
-    index_off = 64 + len(records) + len(strings)
+    index_off = HEADER_LEN + len(records) + len(strings)
     total = index_off + len(index)
-    header = MAGIC + struct.pack("<IIIIIIQiI", 2, mode, launcher_pid, len(rules), total, 0, 0,
-                                 0, index_off)
-    out = bytearray(header.ljust(64, b"\0") + records + strings + index)
+    # magic version mode pid rule_count total flags checksum counters_fd index_off
+    # counters_ino counters_slots (no counters) deny_as
+    header = MAGIC + struct.pack("<IIIIIIQiIQQQ", 3, mode, launcher_pid, len(rules), total, 0, 0,
+                                 0, index_off, 0, 0, DENY_AS[deny_as])
+    assert len(header) == HEADER_LEN
+    out = bytearray(header + records + strings + index)
     out[32:40] = struct.pack("<Q", checksum(out))
     return bytes(out)
 

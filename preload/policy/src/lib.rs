@@ -9,7 +9,7 @@ pub mod wire;
 pub use rule::{
     canonical_ip, is_loopback, parse_rule, suggest_rule, PortRange, Rule, RuleError, Target,
 };
-pub use wire::{encode, DecodeError, Mode, PolicyView, RuleView};
+pub use wire::{encode, DecodeError, DenyAs, Mode, PolicyView, RuleView};
 
 /// Environment variable that locates the policy: `v1:<launcher pid>:<fd>:<st_dev>:<st_ino>`.
 /// It only says where the sealed policy is; its content cannot widen what is allowed.

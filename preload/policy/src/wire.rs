@@ -4,9 +4,9 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! header  64 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
+//! header  72 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
 //!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 index_off:u32
-//!                   counters_ino:u64 counters_slots:u64
+//!                   counters_ino:u64 counters_slots:u64 deny_as:u64
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
@@ -24,6 +24,10 @@
 //! ```
 //! The checksum (`checksum`) is a word-wise 64-bit hash of the whole policy with the checksum
 //! field zeroed.
+//!
+//! `deny_as` (version 3) says how a refused call looks to the program: 0 `eacces`, 1
+//! `offline`; any other value is refused. It is a field of the sealed policy, not an
+//! environment variable, so that nothing a guarded program can set changes it.
 //!
 //! The index lets matching cost O(groups · log n) instead of a scan of every rule (up to 10,000),
 //! and still return the first matching rule in the user's order. Every rule is in it exactly
@@ -47,9 +51,9 @@ use crate::rule::{
 };
 
 pub const MAGIC: [u8; 8] = *b"EGRSPOL\x01";
-/// Version 2 added the rule index.
-pub const VERSION: u32 = 2;
-pub const HEADER_LEN: usize = 64;
+/// Version 2 added the rule index; version 3 the `deny_as` field (the header grew by 8 bytes).
+pub const VERSION: u32 = 3;
+pub const HEADER_LEN: usize = 72;
 pub const RULE_LEN: usize = 48;
 pub const INDEX_HEADER_LEN: usize = 24;
 pub const GROUP_LEN: usize = 12;
@@ -59,7 +63,11 @@ pub const MAX_RULES: usize = 1 << 20;
 pub const MAX_POLICY_LEN: usize = 256 << 20;
 
 const CHECKSUM_AT: usize = 32;
+const COUNTERS_FD_AT: usize = 40;
 const INDEX_OFF_AT: usize = 44;
+const COUNTERS_INO_AT: usize = 48;
+const COUNTERS_SLOTS_AT: usize = 56;
+const DENY_AS_AT: usize = 64;
 
 const KIND_LOOPBACK: u8 = 0;
 const KIND_NET4: u8 = 1;
@@ -67,8 +75,9 @@ const KIND_NET6: u8 = 2;
 const KIND_NAME: u8 = 3;
 const KIND_BELOW: u8 = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
+    #[default]
     Block,
     Audit,
 }
@@ -78,6 +87,43 @@ impl Mode {
         match self {
             Mode::Block => "block",
             Mode::Audit => "audit",
+        }
+    }
+}
+
+/// How a refused call looks to the program (`--deny-as`). Only the errno and resolver codes
+/// differ: the decision, the report and the exit status are the same either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenyAs {
+    /// `EACCES` for connects and sends, `EAI_FAIL` for lookups: plainly a refusal, and not
+    /// retried by clients.
+    #[default]
+    Eacces,
+    /// What a host without a network answers (`ENETUNREACH`, `EAI_AGAIN`, `TRY_AGAIN`), so
+    /// that a suite that skips its network tests offline skips them here too.
+    Offline,
+}
+
+impl DenyAs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyAs::Eacces => "eacces",
+            DenyAs::Offline => "offline",
+        }
+    }
+
+    fn to_wire(self) -> u64 {
+        match self {
+            DenyAs::Eacces => 0,
+            DenyAs::Offline => 1,
+        }
+    }
+
+    fn from_wire(v: u64) -> Option<DenyAs> {
+        match v {
+            0 => Some(DenyAs::Eacces),
+            1 => Some(DenyAs::Offline),
+            _ => None,
         }
     }
 }
@@ -94,6 +140,7 @@ pub enum DecodeError {
     TooManyRules,
     BadRule,
     BadIndex,
+    BadDenyAs,
 }
 
 impl DecodeError {
@@ -108,6 +155,7 @@ impl DecodeError {
             DecodeError::TooManyRules => "policy declares too many rules",
             DecodeError::BadRule => "policy holds a malformed rule",
             DecodeError::BadIndex => "policy has a malformed rule index",
+            DecodeError::BadDenyAs => "policy has an unknown deny-as setting",
         }
     }
 }
@@ -172,29 +220,38 @@ pub struct Counters {
     pub slots: u64,
 }
 
-/// Encodes a policy. Rules keep their order: the first matching rule is the one reported.
+/// Encodes a policy with no counters and the default `deny_as`. Rules keep their order: the
+/// first matching rule is the one reported.
 pub fn encode(mode: Mode, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
-    encode_with_flags(mode, launcher_pid, rules, 0)
+    encode_full(
+        Settings {
+            mode,
+            ..Settings::default()
+        },
+        launcher_pid,
+        rules,
+    )
 }
 
-/// `encode_with_flags`, naming the shared counters too.
-pub fn encode_full(
-    mode: Mode,
-    launcher_pid: u32,
-    rules: &[Rule],
-    flags: u32,
-    counters: Counters,
-) -> Vec<u8> {
-    let mut out = encode_with_flags(mode, launcher_pid, rules, flags);
-    out[40..44].copy_from_slice(&counters.fd.to_le_bytes());
-    out[48..56].copy_from_slice(&counters.ino.to_le_bytes());
-    out[56..64].copy_from_slice(&counters.slots.to_le_bytes());
-    reseal(&mut out);
-    out
+/// Everything in a policy's header that the launcher chooses, besides its own pid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub mode: Mode,
+    pub deny_as: DenyAs,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// The shared counters; none: every attempt is sent as an event.
+    pub counters: Option<Counters>,
 }
 
-/// `encode` with policy flags (`FLAG_*`).
-pub fn encode_with_flags(mode: Mode, launcher_pid: u32, rules: &[Rule], flags: u32) -> Vec<u8> {
+/// Encodes a policy with every header setting.
+pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
+    let Settings {
+        mode,
+        deny_as,
+        flags,
+        counters,
+    } = settings;
     let mut strings = Vec::new();
     let mut records = Vec::with_capacity(rules.len() * RULE_LEN);
     for rule in rules {
@@ -245,6 +302,12 @@ pub fn encode_with_flags(mode: Mode, launcher_pid: u32, rules: &[Rule], flags: u
     out.extend_from_slice(&0u64.to_le_bytes());
     out.resize(HEADER_LEN, 0);
     out[INDEX_OFF_AT..INDEX_OFF_AT + 4].copy_from_slice(&(index_off as u32).to_le_bytes());
+    if let Some(c) = counters {
+        out[COUNTERS_FD_AT..COUNTERS_FD_AT + 4].copy_from_slice(&c.fd.to_le_bytes());
+        out[COUNTERS_INO_AT..COUNTERS_INO_AT + 8].copy_from_slice(&c.ino.to_le_bytes());
+        out[COUNTERS_SLOTS_AT..COUNTERS_SLOTS_AT + 8].copy_from_slice(&c.slots.to_le_bytes());
+    }
+    out[DENY_AS_AT..DENY_AS_AT + 8].copy_from_slice(&deny_as.to_wire().to_le_bytes());
     out.extend_from_slice(&records);
     out.extend_from_slice(&strings);
     out.extend_from_slice(&index);
@@ -345,6 +408,12 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(word)
 }
 
 /// `u32_at` for offsets that may lie outside `b`.
@@ -630,6 +699,7 @@ impl Family for V6 {
 pub struct PolicyView<'a> {
     bytes: &'a [u8],
     mode: Mode,
+    deny_as: DenyAs,
     launcher_pid: u32,
     rule_count: usize,
     /// Where the strings area ends and the index starts.
@@ -653,12 +723,7 @@ impl<'a> PolicyView<'a> {
         if total > MAX_POLICY_LEN || total != bytes.len() {
             return Err(DecodeError::BadLength);
         }
-        let stored = u64::from_le_bytes(
-            bytes[CHECKSUM_AT..CHECKSUM_AT + 8]
-                .try_into()
-                .map_err(|_| DecodeError::TooShort)?,
-        );
-        if checksum(bytes) != stored {
+        if checksum(bytes) != u64_at(bytes, CHECKSUM_AT) {
             return Err(DecodeError::BadChecksum);
         }
         let mode = match u32_at(bytes, 12) {
@@ -666,6 +731,7 @@ impl<'a> PolicyView<'a> {
             1 => Mode::Audit,
             _ => return Err(DecodeError::BadMode),
         };
+        let deny_as = DenyAs::from_wire(u64_at(bytes, DENY_AS_AT)).ok_or(DecodeError::BadDenyAs)?;
         let rule_count = u32_at(bytes, 20) as usize;
         if rule_count > MAX_RULES {
             return Err(DecodeError::TooManyRules);
@@ -681,6 +747,7 @@ impl<'a> PolicyView<'a> {
         let mut view = PolicyView {
             bytes,
             mode,
+            deny_as,
             launcher_pid: u32_at(bytes, 16),
             rule_count,
             index_off,
@@ -697,6 +764,11 @@ impl<'a> PolicyView<'a> {
         self.mode
     }
 
+    /// How refused calls look to the program (`--deny-as`).
+    pub fn deny_as(&self) -> DenyAs {
+        self.deny_as
+    }
+
     /// True when programs the library cannot enter may run (`--allow-unguarded`).
     pub fn allow_unguarded(&self) -> bool {
         u32_at(self.bytes, 28) & FLAG_ALLOW_UNGUARDED != 0
@@ -708,15 +780,10 @@ impl<'a> PolicyView<'a> {
 
     /// The shared counters, when the launcher made them (none: every attempt is an event).
     pub fn counters(&self) -> Option<Counters> {
-        let slots = u64::from_le_bytes(self.bytes[56..64].try_into().ok()?);
+        let slots = u64_at(self.bytes, COUNTERS_SLOTS_AT);
         (slots > 1).then(|| Counters {
-            fd: i32::from_le_bytes([
-                self.bytes[40],
-                self.bytes[41],
-                self.bytes[42],
-                self.bytes[43],
-            ]),
-            ino: u64::from_le_bytes(self.bytes[48..56].try_into().unwrap_or([0; 8])),
+            fd: u32_at(self.bytes, COUNTERS_FD_AT) as i32,
+            ino: u64_at(self.bytes, COUNTERS_INO_AT),
             slots,
         })
     }

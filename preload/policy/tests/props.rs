@@ -6,12 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use egress_policy::wire::HEADER_LEN;
+use egress_policy::wire::{encode_full, Settings, HEADER_LEN};
 use egress_policy::{
-    encode, parse_rule, suggest_rule, DecodeError, Mode, PolicyView, PortRange, Rule, Target,
+    encode, parse_rule, suggest_rule, DecodeError, DenyAs, Mode, PolicyView, PortRange, Rule,
+    Target,
 };
 
 const H_INDEX_OFF: usize = 44;
+const H_DENY_AS: usize = 64;
 
 /// Recomputes the checksum after a test edited the bytes.
 fn fix_checksum(bytes: &mut [u8]) {
@@ -571,14 +573,20 @@ proptest! {
     fn encode_then_parse_round_trips(
         rules in proptest::collection::vec(rule(), 0..24),
         audit in any::<bool>(),
+        offline in any::<bool>(),
         pid in any::<u32>(),
     ) {
         let mode = if audit { Mode::Audit } else { Mode::Block };
-        let bytes = encode(mode, pid, &rules);
+        let deny_as = if offline { DenyAs::Offline } else { DenyAs::Eacces };
+        let settings = Settings { mode, deny_as, ..Settings::default() };
+        let bytes = encode_full(settings, pid, &rules);
+        // The setting lives in the header only: the rest is what `encode` writes.
+        prop_assert_eq!(&bytes[HEADER_LEN..], &encode(mode, pid, &rules)[HEADER_LEN..]);
         let v = PolicyView::parse(&bytes);
         prop_assert!(v.is_ok(), "{:?}", v.err());
         let v = v.unwrap();
         prop_assert_eq!(v.mode(), mode);
+        prop_assert_eq!(v.deny_as(), deny_as);
         prop_assert_eq!(v.launcher_pid(), pid);
         prop_assert_eq!(v.rule_count(), rules.len());
         prop_assert_eq!(v.rules().count(), rules.len());
@@ -592,6 +600,17 @@ proptest! {
             );
         }
         prop_assert!(v.rule(rules.len()).is_none());
+    }
+
+    #[test]
+    fn a_deny_as_word_other_than_0_or_1_is_refused_even_when_sealed(
+        rules in proptest::collection::vec(rule(), 0..8),
+        value in prop_oneof![2u64..16, any::<u64>().prop_filter("not 0 or 1", |v| *v > 1)],
+    ) {
+        let mut bytes = encode(Mode::Block, 1, &rules);
+        bytes[H_DENY_AS..H_DENY_AS + 8].copy_from_slice(&value.to_le_bytes());
+        fix_checksum(&mut bytes);
+        prop_assert_eq!(PolicyView::parse(&bytes).err(), Some(DecodeError::BadDenyAs));
     }
 
     #[test]
@@ -725,6 +744,7 @@ proptest! {
     fn policy_parse_never_panics_on_arbitrary_bodies_behind_a_valid_header(
         count in 0u32..8,
         mode in 0u32..3,
+        deny_as in prop_oneof![0u64..3, any::<u64>()],
         body in proptest::collection::vec(any::<u8>(), 0..600),
         index_at in proptest::option::of(any::<proptest::sample::Index>()),
         index_skip in 0usize..64,
@@ -739,15 +759,20 @@ proptest! {
             None => HEADER_LEN + count as usize * 48 + index_skip,
         } as u32;
         bytes[12..16].copy_from_slice(&mode.to_le_bytes());
+        bytes[H_DENY_AS..H_DENY_AS + 8].copy_from_slice(&deny_as.to_le_bytes());
         bytes[20..24].copy_from_slice(&count.to_le_bytes());
         bytes[24..28].copy_from_slice(&len.to_le_bytes());
         bytes[H_INDEX_OFF..H_INDEX_OFF + 4].copy_from_slice(&index_off.to_le_bytes());
         fix_checksum(&mut bytes);
         match PolicyView::parse(&bytes) {
-            Ok(v) => exercise(&v, &fixed_probes()),
+            Ok(v) => {
+                prop_assert!(deny_as < 2, "deny_as {} accepted", deny_as);
+                exercise(&v, &fixed_probes());
+            }
             Err(e) => prop_assert!(matches!(
                 e,
                 DecodeError::BadMode
+                    | DecodeError::BadDenyAs
                     | DecodeError::BadLength
                     | DecodeError::BadRule
                     | DecodeError::BadIndex

@@ -2,8 +2,13 @@
 
 use std::net::IpAddr;
 
-use egress_policy::wire::{HEADER_LEN, INDEX_HEADER_LEN, MAGIC, MAX_RULES, RULE_LEN, VERSION};
-use egress_policy::{encode, parse_rule, DecodeError, Locator, Mode, PolicyView, PortRange, Rule};
+use egress_policy::wire::{
+    encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED, HEADER_LEN, INDEX_HEADER_LEN, MAGIC,
+    MAX_RULES, RULE_LEN, VERSION,
+};
+use egress_policy::{
+    encode, parse_rule, DecodeError, DenyAs, Locator, Mode, PolicyView, PortRange, Rule,
+};
 
 const CHECKSUM_AT: usize = 32;
 // Offsets of the header fields and of the fields of a rule record.
@@ -13,6 +18,7 @@ const H_PID: usize = 16;
 const H_COUNT: usize = 20;
 const H_TOTAL: usize = 24;
 const H_INDEX_OFF: usize = 44;
+const H_DENY_AS: usize = 64;
 const R_KIND: usize = 0;
 const R_PREFIX: usize = 1;
 const R_PORT_LO: usize = 2;
@@ -37,6 +43,14 @@ fn put_u16(bytes: &mut [u8], at: usize, v: u16) {
 
 fn get_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
 }
 
 fn rule_at(i: usize) -> usize {
@@ -277,6 +291,53 @@ fn mode_strings() {
     assert_eq!(Mode::Audit.as_str(), "audit");
 }
 
+#[test]
+fn deny_as_strings_and_default() {
+    assert_eq!(DenyAs::Eacces.as_str(), "eacces");
+    assert_eq!(DenyAs::Offline.as_str(), "offline");
+    assert_eq!(DenyAs::default(), DenyAs::Eacces);
+}
+
+#[test]
+fn plain_encode_denies_as_eacces() {
+    let b = sample();
+    assert_eq!(get_u64(&b, H_DENY_AS), 0);
+    assert_eq!(PolicyView::parse(&b).unwrap().deny_as(), DenyAs::Eacces);
+}
+
+#[test]
+fn every_setting_round_trips() {
+    let rs = rules(SAMPLE);
+    let counters = Counters {
+        fd: 9,
+        ino: 0x1234_5678_9abc,
+        slots: 1 << 20,
+    };
+    for mode in [Mode::Block, Mode::Audit] {
+        for deny_as in [DenyAs::Eacces, DenyAs::Offline] {
+            for (flags, counters) in [(0, None), (FLAG_ALLOW_UNGUARDED, Some(counters))] {
+                let settings = Settings {
+                    mode,
+                    deny_as,
+                    flags,
+                    counters,
+                };
+                let b = encode_full(settings, 77, &rs);
+                assert_eq!(get_u64(&b, H_DENY_AS), (deny_as == DenyAs::Offline) as u64);
+                let v = PolicyView::parse(&b).expect("valid policy");
+                assert_eq!(v.mode(), mode);
+                assert_eq!(v.deny_as(), deny_as, "{settings:?}");
+                assert_eq!(v.allow_unguarded(), flags != 0);
+                assert_eq!(v.counters(), counters);
+                assert_eq!(v.launcher_pid(), 77);
+                // deny_as changes nothing else: the rules and matching are the same.
+                assert_eq!(b[HEADER_LEN..], sample()[HEADER_LEN..]);
+                assert_eq!(v.match_addr(ip("203.0.113.5"), 85), Some(1));
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Decode errors
 // ---------------------------------------------------------------------------------------------
@@ -309,8 +370,8 @@ fn flipped_magic_is_bad_magic() {
 
 #[test]
 fn other_version_is_bad_version() {
-    // 1 is the format before the index.
-    for version in [0, 1, 3, u32::MAX] {
+    // 1 is the format before the index, 2 the one before `deny_as`.
+    for version in [0, 1, 2, 4, u32::MAX] {
         assert_eq!(
             err_after(|b| put_u32(b, H_VERSION, version)),
             DecodeError::BadVersion
@@ -393,8 +454,26 @@ fn corrupt_checksum_or_body_is_bad_checksum() {
     b[H_MODE] = 1; // mode changed without resealing
     assert_eq!(parse_err(&b), DecodeError::BadChecksum);
     let mut b = sample();
-    b[60] = 1; // reserved bytes are covered too
+    b[60] = 1; // the counters' fields are covered too
     assert_eq!(parse_err(&b), DecodeError::BadChecksum);
+    let mut b = sample();
+    b[H_DENY_AS] = 1; // eacces turned into offline without resealing
+    assert_eq!(parse_err(&b), DecodeError::BadChecksum);
+}
+
+#[test]
+fn unknown_deny_as_is_bad_deny_as() {
+    for value in [2, 3, 0x100, 1 << 32, (1 << 32) | 1, u64::MAX] {
+        assert_eq!(
+            err_after(|b| put_u64(b, H_DENY_AS, value)),
+            DecodeError::BadDenyAs,
+            "{value:#x}"
+        );
+    }
+    let mut b = sample();
+    put_u64(&mut b, H_DENY_AS, 1);
+    fix_checksum(&mut b);
+    assert_eq!(PolicyView::parse(&b).unwrap().deny_as(), DenyAs::Offline);
 }
 
 #[test]
@@ -599,6 +678,10 @@ fn decode_error_messages() {
         (DecodeError::TooManyRules, "policy declares too many rules"),
         (DecodeError::BadRule, "policy holds a malformed rule"),
         (DecodeError::BadIndex, "policy has a malformed rule index"),
+        (
+            DecodeError::BadDenyAs,
+            "policy has an unknown deny-as setting",
+        ),
     ];
     for (e, msg) in all {
         assert_eq!(e.as_str(), msg);

@@ -9,7 +9,7 @@ use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::sock::{self, Dest};
-use crate::state::Loaded;
+use crate::state::{deny_as, Loaded};
 use crate::verdict::{refused_call, Action};
 
 /// Decides one connect. Shared with TCP Fast Open sends, which connect too.
@@ -52,12 +52,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // SAFETY: the caller promises `len` readable bytes at `addr`; `read` stays within them.
     let dest = unsafe { sock::read(addr, len) };
     match check(|loaded| decide_connect(loaded, fd, dest, "connect")) {
-        Action::Refuse => refused_call(),
+        Action::Refuse => refused_call(deny_as()),
         // SAFETY: forwarding the caller's own arguments to the real connect.
         Action::Proceed => match unsafe { real::func::<real::ConnectFn>(&real::CONNECT) } {
             // SAFETY: as above.
             Some(f) => unsafe { f(fd, addr, len) },
-            None => refused_call(),
+            None => refused_call(deny_as()),
         },
     }
 }

@@ -20,7 +20,7 @@ use crate::events;
 use crate::guard;
 use crate::real;
 use crate::state;
-use crate::verdict::{set_errno, REFUSED_ERRNO};
+use crate::verdict::{set_errno, REFUSED_EXEC_ERRNO};
 
 const PRELOAD_KEY: &[u8] = b"LD_PRELOAD=";
 const POLICY_KEY: &[u8] = b"EGRESS_RUN_POLICY=";
@@ -428,7 +428,7 @@ pub unsafe extern "C" fn execve(
     // SAFETY: the caller's path and argv.
     let gate = unsafe { gate(path, false, argv, false) };
     if gate == Gate::Refuse {
-        set_errno(REFUSED_ERRNO);
+        set_errno(REFUSED_EXEC_ERRNO);
         return -1;
     }
     // SAFETY: envp is the caller's environment array.
@@ -453,7 +453,7 @@ pub unsafe extern "C" fn execvpe(
     // SAFETY: the caller's file and argv.
     let gate = unsafe { gate(file, true, argv, false) };
     if gate == Gate::Refuse {
-        set_errno(REFUSED_ERRNO);
+        set_errno(REFUSED_EXEC_ERRNO);
         return -1;
     }
     // SAFETY: envp is the caller's environment array.
@@ -474,7 +474,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
     // SAFETY: the caller's path and argv.
     let gate = unsafe { gate(path, false, argv, false) };
     if gate == Gate::Refuse {
-        set_errno(REFUSED_ERRNO);
+        set_errno(REFUSED_EXEC_ERRNO);
         return -1;
     }
     // SAFETY: environ is the process's environment array.
@@ -496,7 +496,7 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char)
     // SAFETY: the caller's file and argv.
     let gate = unsafe { gate(file, true, argv, false) };
     if gate == Gate::Refuse {
-        set_errno(REFUSED_ERRNO);
+        set_errno(REFUSED_EXEC_ERRNO);
         return -1;
     }
     // SAFETY: environ is the process's environment array.
@@ -527,7 +527,7 @@ pub unsafe extern "C" fn fexecve(
         None => Gate::Proceed,
     };
     if gate == Gate::Refuse {
-        set_errno(REFUSED_ERRNO);
+        set_errno(REFUSED_EXEC_ERRNO);
         return -1;
     }
     // SAFETY: envp is the caller's environment array.
@@ -588,7 +588,7 @@ pub unsafe extern "C" fn execveat(
     // SAFETY: target is null or NUL-terminated; argv is the caller's.
     let gate = unsafe { gate(target, false, argv, false) };
     if gate == Gate::Refuse {
-        set_errno(REFUSED_ERRNO);
+        set_errno(REFUSED_EXEC_ERRNO);
         return -1;
     }
     // SAFETY: envp is the caller's environment array.
@@ -616,7 +616,7 @@ pub unsafe extern "C" fn posix_spawn(
     // SAFETY: the caller's path and argv.
     let gate = unsafe { gate(path, false, argv.cast(), true) };
     if gate == Gate::Refuse {
-        return REFUSED_ERRNO;
+        return REFUSED_EXEC_ERRNO;
     }
     // SAFETY: envp is the caller's environment array.
     let fixed = unsafe { env_for(gate, envp.cast()) };
@@ -648,7 +648,7 @@ pub unsafe extern "C" fn posix_spawnp(
     // SAFETY: the caller's file and argv.
     let gate = unsafe { gate(file, true, argv.cast(), true) };
     if gate == Gate::Refuse {
-        return REFUSED_ERRNO;
+        return REFUSED_EXEC_ERRNO;
     }
     // SAFETY: envp is the caller's environment array.
     let fixed = unsafe { env_for(gate, envp.cast()) };

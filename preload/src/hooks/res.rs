@@ -11,7 +11,7 @@ use super::{action_for, check_with};
 use crate::dnsmsg;
 use crate::events;
 use crate::real;
-use crate::state::Loaded;
+use crate::state::{self, Loaded};
 use crate::verdict::{self, Action, DenyReason, Verdict};
 
 /// Records and decides one query of `name`: only a name rule allows it (a query of a numeric
@@ -86,7 +86,7 @@ unsafe fn send_query(msg: *const c_uchar, len: c_int, call: &'static str) -> Act
 }
 
 fn refused() -> c_int {
-    verdict::set_h_errno(verdict::REFUSED_H_ERRNO);
+    verdict::set_h_errno(verdict::refused_h_errno(state::deny_as()));
     -1
 }
 

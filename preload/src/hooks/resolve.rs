@@ -13,7 +13,7 @@ use crate::events;
 use crate::learned;
 use crate::real;
 use crate::sock::{self, Dest};
-use crate::state::Loaded;
+use crate::state::{deny_as, Loaded};
 use crate::verdict::{self, Verdict};
 
 /// What a lookup hook does.
@@ -116,11 +116,11 @@ pub unsafe extern "C" fn getaddrinfo(
         rule,
     } = plan
     else {
-        return verdict::REFUSED_EAI;
+        return verdict::refused_eai(deny_as());
     };
     // SAFETY: getaddrinfo's C signature.
     let Some(real_fn) = (unsafe { real::func::<real::GetaddrinfoFn>(&real::GETADDRINFO) }) else {
-        return verdict::REFUSED_EAI;
+        return verdict::refused_eai(deny_as());
     };
     let rc = if numeric {
         // The same request, but libc may only parse the name as an address.
@@ -195,7 +195,7 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     // SAFETY: name is the caller's NUL-terminated string (or null).
     let Plan::Resolve { learn: l, rule, .. } = (unsafe { plan_for(name, "gethostbyname", false) })
     else {
-        verdict::set_h_errno(verdict::REFUSED_H_ERRNO);
+        verdict::set_h_errno(verdict::refused_h_errno(deny_as()));
         return std::ptr::null_mut();
     };
     // SAFETY: gethostbyname's C signature, forwarding the caller's argument.
@@ -218,7 +218,7 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
     // SAFETY: name is the caller's NUL-terminated string (or null).
     let Plan::Resolve { learn: l, rule, .. } = (unsafe { plan_for(name, "gethostbyname2", false) })
     else {
-        verdict::set_h_errno(verdict::REFUSED_H_ERRNO);
+        verdict::set_h_errno(verdict::refused_h_errno(deny_as()));
         return std::ptr::null_mut();
     };
     // SAFETY: gethostbyname2's C signature, forwarding the caller's arguments.
@@ -234,23 +234,25 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
     h
 }
 
-/// A refused `gethostbyname*_r`: NO_RECOVERY, EACCES.
+/// A refused `gethostbyname*_r`, with the codes `--deny-as` chose.
 ///
 /// # Safety
 /// As for `refuse_r`.
 unsafe fn refused_lookup_r(result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
+    let how = deny_as();
     // SAFETY: as the caller promises.
     unsafe {
         refuse_r(
             result,
             h_errnop,
-            verdict::REFUSED_H_ERRNO,
-            verdict::REFUSED_R_ERRNO,
+            verdict::refused_h_errno(how),
+            verdict::refused_r_errno(how),
         )
     }
 }
 
-/// A refused `*_r` lookup: no result, `h_errno` in the caller's slot, `ret` returned.
+/// A refused `*_r` lookup: no result, `h_errno` in the caller's slot and in the thread's
+/// `h_errno` (glibc's resolver sets both, and CPython reads the thread's), `ret` returned.
 ///
 /// # Safety
 /// `result` and `h_errnop` must be null or writable.
@@ -264,6 +266,7 @@ pub(crate) unsafe fn refuse_r(
         // SAFETY: writable per the caller.
         unsafe { *result = std::ptr::null_mut() };
     }
+    verdict::set_h_errno(h_errno);
     if !h_errnop.is_null() {
         // SAFETY: writable per the caller.
         unsafe { *h_errnop = h_errno };
@@ -352,10 +355,13 @@ pub struct Gaicb {
 type GetaddrinfoAFn =
     unsafe extern "C" fn(c_int, *mut *mut Gaicb, c_int, *mut libc::sigevent) -> c_int;
 
+/// `getaddrinfo_a`'s mode that waits for the whole batch (netdb.h).
+const GAI_WAIT: c_int = 0;
+
 /// Asynchronous lookups: every name of the batch is checked now, before libc queues any. A
-/// batch with a refused name is refused whole (`EAI_SYSTEM`, errno `EACCES`), since a single
-/// request's own status cannot be set from outside. Results arrive later, so names allowed by
-/// a name rule do not make their addresses allowed destinations (documented limit).
+/// batch with a refused name is refused whole, none of it queued (`verdict::refused_batch`
+/// says how that looks). Results arrive later, so names allowed by a name rule do not make
+/// their addresses allowed destinations (documented limit).
 ///
 /// # Safety
 /// Called by C with getaddrinfo_a(3)'s arguments.
@@ -381,8 +387,24 @@ pub unsafe extern "C" fn getaddrinfo_a(
         }
     }
     if refused {
-        verdict::set_errno(verdict::REFUSED_ERRNO);
-        return libc::EAI_SYSTEM;
+        let refusal = verdict::refused_batch(deny_as(), mode == GAI_WAIT);
+        if let Some(status) = refusal.request_status {
+            for i in 0..nitems.max(0) as usize {
+                // SAFETY: as above: the caller's `nitems` entries, each null or a gaicb.
+                let req = unsafe { *list.add(i) };
+                if !req.is_null() {
+                    // SAFETY: a gaicb of the caller's, which gai_error reads: done, no result.
+                    unsafe {
+                        (*req).ar_result = std::ptr::null_mut();
+                        (*req).ret = status;
+                    }
+                }
+            }
+        }
+        if let Some(errno) = refusal.errno {
+            verdict::set_errno(errno);
+        }
+        return refusal.ret;
     }
     // SAFETY: getaddrinfo_a's C signature; the caller's arguments.
     match unsafe { real::func::<GetaddrinfoAFn>(&real::GETADDRINFO_A) } {

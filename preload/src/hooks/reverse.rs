@@ -15,11 +15,8 @@ use crate::fmt::Buf;
 use crate::names;
 use crate::real;
 use crate::sock::{self, Dest};
-use crate::state::Loaded;
+use crate::state::{deny_as, Loaded};
 use crate::verdict::{self, Action, DenyReason, Verdict};
-
-/// h_errno for "no such PTR record".
-const HOST_NOT_FOUND: c_int = 1;
 
 /// Writes the PTR name of `ip` into `out`; returns its length.
 fn arpa_name(ip: IpAddr, out: &mut [u8; 80]) -> usize {
@@ -105,7 +102,7 @@ pub unsafe extern "C" fn gethostbyaddr(
     // SAFETY: the caller's address of `len` bytes.
     let ip = unsafe { sock::ip_from_raw(ty, len as usize, addr.cast()) };
     if check_reverse(ip, "gethostbyaddr") == Action::Refuse {
-        verdict::set_h_errno(HOST_NOT_FOUND);
+        verdict::set_h_errno(verdict::refused_reverse_h_errno(deny_as()));
         return std::ptr::null_mut();
     }
     // SAFETY: gethostbyaddr's C signature; the caller's arguments.
@@ -133,8 +130,13 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     // SAFETY: the caller's address of `len` bytes.
     let ip = unsafe { sock::ip_from_raw(ty, len as usize, addr.cast()) };
     if check_reverse(ip, "gethostbyaddr_r") == Action::Refuse {
+        let how = deny_as();
+        let (h_errno, ret) = (
+            verdict::refused_reverse_h_errno(how),
+            verdict::refused_reverse_r_errno(how),
+        );
         // SAFETY: the caller's out-pointers.
-        return unsafe { refuse_r(result, h_errnop, HOST_NOT_FOUND, libc::ENOENT) };
+        return unsafe { refuse_r(result, h_errnop, h_errno, ret) };
     }
     // SAFETY: gethostbyaddr_r's C signature; the caller's arguments.
     match unsafe { real::func::<GethostbyaddrRFn>(&real::GETHOSTBYADDR_R) } {
@@ -164,8 +166,9 @@ pub unsafe extern "C" fn getnameinfo(
     };
     let mut flags = flags;
     if check_reverse(ip, "getnameinfo") == Action::Refuse {
-        if flags & libc::NI_NAMEREQD != 0 {
-            return libc::EAI_NONAME;
+        let name_required = flags & libc::NI_NAMEREQD != 0;
+        if let Some(status) = verdict::refused_getnameinfo(deny_as(), name_required) {
+            return status;
         }
         flags |= libc::NI_NUMERICHOST; // the numeric form, with no query
     }

@@ -12,7 +12,7 @@ use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::sock::{self, Dest};
-use crate::state::Loaded;
+use crate::state::{deny_as, Loaded};
 use crate::verdict::{refused_call, Action};
 
 pub(crate) fn decide_send(
@@ -136,12 +136,12 @@ pub unsafe extern "C" fn sendto(
     // SAFETY: the caller's buffer of `len` bytes.
     let payload = unsafe { bytes(buf, len) };
     match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto", payload)) {
-        Action::Refuse => refused_call::<i8>() as ssize_t,
+        Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendto.
         Action::Proceed => match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
             // SAFETY: as above.
             Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
-            None => refused_call::<i8>() as ssize_t,
+            None => refused_call::<i8>(deny_as()) as ssize_t,
         },
     }
 }
@@ -159,14 +159,14 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         if check(|loaded| decide_send(loaded, fd, Dest::Other, flags, "send", payload))
             == Action::Refuse
         {
-            return refused_call::<i8>() as ssize_t;
+            return refused_call::<i8>(deny_as()) as ssize_t;
         }
     }
     // SAFETY: forwarding the caller's arguments to the real send.
     match unsafe { real::func::<real::SendFn>(&real::SEND) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(fd, buf, len, flags) },
-        None => refused_call::<i8>() as ssize_t,
+        None => refused_call::<i8>(deny_as()) as ssize_t,
     }
 }
 
@@ -179,12 +179,12 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     // SAFETY: the caller's msghdr.
     let payload = unsafe { msg_payload(msg) };
     match check(|loaded| decide_send(loaded, fd, dest, flags, "sendmsg", payload)) {
-        Action::Refuse => refused_call::<i8>() as ssize_t,
+        Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendmsg.
         Action::Proceed => match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
             // SAFETY: as above.
             Some(f) => unsafe { f(fd, msg, flags) },
-            None => refused_call::<i8>() as ssize_t,
+            None => refused_call::<i8>(deny_as()) as ssize_t,
         },
     }
 }
@@ -218,12 +218,12 @@ pub unsafe extern "C" fn sendmmsg(
         n
     });
     if allowed == 0 && vlen > 0 {
-        return refused_call();
+        return refused_call(deny_as());
     }
     // SAFETY: forwarding the caller's arguments (vlen cut to the allowed prefix) to libc.
     match unsafe { real::func::<real::SendmmsgFn>(&real::SENDMMSG) } {
         // SAFETY: as above.
         Some(f) => unsafe { f(fd, msgs, allowed, flags) },
-        None => refused_call(),
+        None => refused_call(deny_as()),
     }
 }

@@ -17,6 +17,7 @@ use super::send::{bytes, decide_send, msg_dest, msg_payload};
 use super::{check, check_with};
 use crate::real;
 use crate::sock;
+use crate::state::deny_as;
 use crate::verdict::{refused_call, Action};
 
 type SyscallFn = unsafe extern "C" fn(c_long, ...) -> c_long;
@@ -28,7 +29,7 @@ unsafe fn forward(number: c_long, a: [c_long; 6]) -> c_long {
     match unsafe { real::func::<SyscallFn>(&real::SYSCALL) } {
         // SAFETY: as above; extra words are ignored by the kernel for shorter calls.
         Some(f) => unsafe { f(number, a[0], a[1], a[2], a[3], a[4], a[5]) },
-        None => refused_call(),
+        None => refused_call(deny_as()),
     }
 }
 
@@ -100,7 +101,7 @@ pub unsafe extern "C" fn syscall(
         _ => Action::Proceed,
     };
     match action {
-        Action::Refuse => refused_call(),
+        Action::Refuse => refused_call(deny_as()),
         // SAFETY: the caller's own number and arguments.
         Action::Proceed => unsafe { forward(number, words) },
     }
