@@ -246,8 +246,13 @@ fn substitute(
     entry: &Hooked,
 ) -> Answer {
     let s = survey(name, entry.ours, caller);
-    if s.caller_is_us || s.caller_wraps || s.ours == 0 {
+    if s.caller_is_us || s.caller_wraps {
         return FORWARD;
+    }
+    if s.ours == 0 {
+        // This library's own function cannot be found (never expected): fail closed, "not
+        // found", rather than hand out the unguarded one.
+        return answer(0);
     }
     let chained = entry.real.map_or(0, |r| r.get());
     if handle == libc::RTLD_NEXT {
