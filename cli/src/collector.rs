@@ -9,7 +9,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use egress_policy::{suggest_rule, Locator, Mode};
 use serde::Deserialize;
 
-use crate::report::{AttemptLine, Line, ProcessLine};
+use crate::report::{AttemptLine, ChainLevel, Line, ProcessLine};
 use crate::spawn::{self, Signals};
 use crate::Fatal;
 
@@ -55,6 +55,8 @@ struct WireAttempt {
     enforced: bool,
     /// The shared counter slot that counts this attempt's repeats in that process.
     slot: Option<u64>,
+    denied_by: Option<u32>,
+    chain: Option<Vec<ChainLevel>>,
 }
 
 /// Identical attempts fold into one line.
@@ -70,6 +72,8 @@ struct FoldKey {
     decision: String,
     rule: Option<usize>,
     enforced: bool,
+    denied_by: Option<u32>,
+    chain: Option<Vec<ChainLevel>>,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -360,6 +364,8 @@ impl Collector {
             decision: a.decision.clone(),
             rule: a.rule,
             enforced: a.enforced,
+            denied_by: a.denied_by,
+            chain: a.chain.clone(),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
@@ -398,6 +404,8 @@ impl Collector {
             enforced: a.enforced,
             rule,
             reason: a.reason,
+            denied_by: a.denied_by,
+            chain: a.chain,
             count: 1,
         }));
     }

@@ -225,6 +225,27 @@ pub fn ld_preload(existing: Option<&OsStr>, library: &Path) -> OsString {
     out
 }
 
+/// Whether LD_PRELOAD already holds a guard library (this one or an outer run's copy).
+pub fn has_guard(existing: Option<&OsStr>) -> bool {
+    existing.is_some_and(|v| {
+        v.as_bytes()
+            .split(|b| *b == b':' || *b == b' ')
+            .any(|e| Path::new(OsStr::from_bytes(e)).file_name() == Some(OsStr::new(LIBRARY_NAME)))
+    })
+}
+
+/// The launcher pids of an outer locator chain (`<locator>;<locator>...`, innermost first).
+pub fn chain_launchers(chain: Option<&OsStr>) -> Vec<u32> {
+    chain
+        .map(|c| {
+            c.as_bytes()
+                .split(|b| *b == egress_policy::CHAIN_SEP)
+                .filter_map(|l| Locator::parse(l).map(|l| l.launcher_pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The user's own LD_PRELOAD entries without ours, for a program whose loader cannot take it.
 pub fn ld_preload_without(existing: Option<&OsStr>, library: &Path) -> Option<OsString> {
     let full = ld_preload(existing, library);

@@ -133,7 +133,13 @@ fn run() -> Result<i32, Fatal> {
         .and_then(|path| unguarded::reason(path).map(|why| (path.clone(), why)));
     let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
     let user_preload = std::env::var_os("LD_PRELOAD");
+    // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
+    // and the guard library already in LD_PRELOAD serves every level.
+    let outer_chain = std::env::var_os(POLICY_ENV).filter(|v| !v.is_empty());
+    let nested_in = handover::chain_launchers(outer_chain.as_deref());
+    let preloaded = outer_chain.is_some() && handover::has_guard(user_preload.as_deref());
     let preload = match &unguarded {
+        _ if preloaded => user_preload.clone(),
         // Its loader would fail on our library: it runs without it (and so do the programs
         // it starts, unless they restore it themselves).
         Some((_, why)) if egress_policy::elf::preload_is_fatal(why) => {
@@ -141,7 +147,11 @@ fn run() -> Result<i32, Fatal> {
         }
         _ => Some(handover::ld_preload(user_preload.as_deref(), &library)),
     };
-    let locator = OsString::from(sealed.locator.to_env_value());
+    let mut locator = OsString::from(sealed.locator.to_env_value());
+    if let Some(outer) = &outer_chain {
+        locator.push(";");
+        locator.push(outer);
+    }
     let mut child_pid = 0;
     let spawned = if refuse {
         Err(std::io::Error::from(ErrorKind::PermissionDenied))
@@ -268,6 +278,8 @@ fn run() -> Result<i32, Fatal> {
                 .collect(),
             started: humantime::format_rfc3339_millis(started).to_string(),
             egress_run: env!("CARGO_PKG_VERSION"),
+            launcher_pid: std::process::id(),
+            nested_in,
         };
         report::write(file, &run_line, &collector.lines, &summary).map_err(|e| {
             Fatal::new(

@@ -18,6 +18,11 @@ pub struct RunLine<'a> {
     pub argv: Vec<String>,
     pub started: String,
     pub egress_run: &'static str,
+    /// Extension: this launcher's pid, which `denied_by` and `chain` of nested runs name.
+    pub launcher_pid: u32,
+    /// Extension: the launchers of the runs this one is nested in, innermost first.
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    pub nested_in: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -74,7 +79,21 @@ pub struct AttemptLine {
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Extension (nested runs): the launcher pid of the level that refused the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<u32>,
+    /// Extension (nested runs): every level's decision, innermost first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<ChainLevel>>,
     pub count: u64,
+}
+
+/// One level of a nested run, as an attempt line's `chain` shows it.
+#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChainLevel {
+    pub run: u32,
+    pub decision: Option<String>,
+    pub enforced: bool,
 }
 
 pub enum Line {

@@ -16,7 +16,7 @@ pub fn destination(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8
         Ok(view) => view,
         Err(_) => return (Verdict::Deny(DenyReason::NoPolicy), None),
     };
-    let by_name = learned::lookup(ip, |rule| {
+    let by_name = learned::lookup(loaded.level, ip, |rule| {
         view.rule_ports(rule).is_some_and(|p| p.contains(port))
     });
     let host = by_name.map(|f| f.host());

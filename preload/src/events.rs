@@ -8,10 +8,11 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use egress_policy::Locator;
+use egress_policy::{Locator, MAX_LEVELS};
 use libc::c_int;
 
 use crate::carray::c_strings;
+use crate::chain;
 use crate::fmt::Buf;
 use crate::fold::{self, Fold, KeyHash};
 use crate::real;
@@ -19,8 +20,9 @@ use crate::sock::Proto;
 use crate::state::Loaded;
 use crate::verdict::Verdict;
 
-static SOCK_FD: AtomicI32 = AtomicI32::new(-1);
-static SOCK_INO: AtomicU64 = AtomicU64::new(0);
+/// Each level's event socket (a nested run reports to every level's launcher).
+static SOCK_FD: [AtomicI32; MAX_LEVELS] = [const { AtomicI32::new(-1) }; MAX_LEVELS];
+static SOCK_INO: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
 
 /// What kind of attempt an event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,9 +62,10 @@ fn inode_of(fd: c_int) -> Option<u64> {
 
 /// Our connected event socket, opened (again) if the program closed or replaced it.
 /// Returns the descriptor and whether it is private to this one send (to be closed after).
-fn socket(loc: &Locator) -> Option<(c_int, bool)> {
-    let fd = SOCK_FD.load(Ordering::Acquire);
-    if fd >= 0 && inode_of(fd) == Some(SOCK_INO.load(Ordering::Acquire)) {
+fn socket(loc: &Locator, level: usize) -> Option<(c_int, bool)> {
+    let (sock_fd, sock_ino) = (&SOCK_FD[level], &SOCK_INO[level]);
+    let fd = sock_fd.load(Ordering::Acquire);
+    if fd >= 0 && inode_of(fd) == Some(sock_ino.load(Ordering::Acquire)) {
         return Some((fd, false));
     }
     let new = open_socket(loc)?;
@@ -72,9 +75,9 @@ fn socket(loc: &Locator) -> Option<(c_int, bool)> {
         return None;
     };
     // The old number is never closed by us: it may belong to the program by now.
-    match SOCK_FD.compare_exchange(fd, new, Ordering::AcqRel, Ordering::Acquire) {
+    match sock_fd.compare_exchange(fd, new, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            SOCK_INO.store(ino, Ordering::Release);
+            sock_ino.store(ino, Ordering::Release);
             Some((new, false))
         }
         // Another thread replaced it first: use ours for this one send, then close it.
@@ -112,8 +115,9 @@ fn open_socket(loc: &Locator) -> Option<c_int> {
     }
 }
 
-fn send(loc: &Locator, msg: &[u8]) {
-    let Some((fd, private)) = socket(loc) else {
+/// Sends one event to the launcher of `level`.
+fn send(loc: &Locator, level: usize, msg: &[u8]) {
+    let Some((fd, private)) = socket(loc, level) else {
         return;
     };
     let Some(sendto) = (unsafe {
@@ -246,7 +250,7 @@ fn send_process_record<'a>(
     if w.truncated() {
         return full_size;
     }
-    send(loc, w.as_bytes());
+    send(loc, loaded.level, w.as_bytes());
     true
 }
 
@@ -287,8 +291,14 @@ pub fn record_lookup(loaded: &Loaded, call: &'static str, name: &[u8], verdict: 
 
 /// The identity of an attempt for folding: everything its report line is keyed on, as a few
 /// whole words (this runs on every attempt).
-fn key_of(loaded: &Loaded, a: &Attempt) -> KeyHash {
+fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
     let mut k = KeyHash::new();
+    if outcome.nested() {
+        // Each level folds into its own counters; the other levels' decisions are part of
+        // the line.
+        k.word(loaded.level as u64);
+        k.word(outcome.key());
+    }
     let dest = a
         .dest
         .map(|(ip, port)| (egress_policy::canonical_ip(ip), port));
@@ -327,12 +337,16 @@ fn key_of(loaded: &Loaded, a: &Attempt) -> KeyHash {
 /// Records one attempt. Called before the attempt proceeds or is refused. A repeat of an
 /// attempt already sent from this process is only counted, in shared memory.
 pub fn record(loaded: &Loaded, a: &Attempt) {
-    let Some(loc) = loaded.locator else { return };
     if a.verdict == Verdict::PassThrough {
         return;
     }
+    let outcome = chain::now();
+    if outcome.noted(loaded.level, a.verdict) {
+        return; // the dry pass of a nested check
+    }
+    let Some(loc) = loaded.locator else { return };
     let folded = match loaded.counters() {
-        Some(counters) => fold::fold(counters, &key_of(loaded, a)),
+        Some(counters) => fold::fold(counters, &key_of(loaded, a, &outcome)),
         None => Fold::Unfolded,
     };
     let slot = match folded {
@@ -340,14 +354,20 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
         Fold::New { entry, slot } => Some((entry, slot)),
         Fold::Unfolded => None,
     };
-    send_attempt(&loc, loaded, a, slot);
+    send_attempt(&loc, loaded, a, slot, &outcome);
 }
 
 /// The first attempt of its kind: format its line and send it. Kept out of `record` so that
 /// the repeat path (a hash and an atomic add) does not pay for this function's buffer.
 #[cold]
 #[inline(never)]
-fn send_attempt(loc: &Locator, loaded: &Loaded, a: &Attempt, slot: Option<(usize, u64)>) {
+fn send_attempt(
+    loc: &Locator,
+    loaded: &Loaded,
+    a: &Attempt,
+    slot: Option<(usize, u64)>,
+    outcome: &chain::Outcome,
+) {
     let mut out = [0u8; 2048];
     let mut w = Buf::new(&mut out);
     w.str("{\"type\":\"");
@@ -390,18 +410,52 @@ fn send_attempt(loc: &Locator, loaded: &Loaded, a: &Attempt, slot: Option<(usize
         egress_policy::Mode::Block => ",\"enforced\":true",
         egress_policy::Mode::Audit => ",\"enforced\":false",
     });
+    if outcome.nested() {
+        write_chain(&mut w, outcome);
+    }
     if let Some((_, slot)) = slot {
         w.str(",\"slot\":");
         w.uint(slot);
     }
     w.str("}");
     if !w.truncated() {
-        send(loc, w.as_bytes());
+        send(loc, loaded.level, w.as_bytes());
     }
     if let Some((entry, slot)) = slot {
         // Only now may other attempts count into the slot: its line exists at the launcher.
         fold::publish(entry, slot);
     }
+}
+
+/// Writes `,"denied_by":PID` (the launcher of the level that refused the call, if one did) and
+/// `,"chain":[...]` (every level's decision, innermost first).
+fn write_chain(w: &mut Buf, outcome: &chain::Outcome) {
+    let levels = crate::state::levels();
+    let run = |l: &Loaded| l.locator.map_or(0, |loc| u64::from(loc.launcher_pid));
+    if let Some(l) = outcome.refused_by().and_then(|i| levels.get(i)) {
+        w.str(",\"denied_by\":");
+        w.uint(run(l));
+    }
+    w.str(",\"chain\":[");
+    for (i, l) in levels.iter().enumerate() {
+        w.str(if i > 0 { ",{\"run\":" } else { "{\"run\":" });
+        w.uint(run(l));
+        w.str(",\"decision\":");
+        match outcome.decision(l.level) {
+            Some(d) => {
+                w.str("\"");
+                w.str(d);
+                w.str("\"");
+            }
+            None => w.str("null"),
+        }
+        w.str(if l.mode() == egress_policy::Mode::Block {
+            ",\"enforced\":true}"
+        } else {
+            ",\"enforced\":false}"
+        });
+    }
+    w.str("]");
 }
 
 /// Records a program the library cannot enter, before `exec` (or after `posix_spawn`, when its
@@ -440,6 +494,6 @@ pub unsafe fn unguarded(
         ",\"refused\":false}"
     });
     if !w.truncated() {
-        send(&loc, w.as_bytes());
+        send(&loc, loaded.level, w.as_bytes());
     }
 }

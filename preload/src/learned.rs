@@ -17,6 +17,8 @@ const MAX_HOST: usize = 255;
 
 #[derive(Clone, Copy)]
 struct Data {
+    /// The level of a nested run whose policy `rule_plus_one` indexes.
+    level: usize,
     ip: IpAddr,
     /// The allowing rule's index plus one; 0 for none. Zero-based encodings would put the
     /// 300 KiB table in .data instead of .bss (a file-backed mapping every process pays for).
@@ -44,6 +46,7 @@ unsafe impl Sync for Table {}
 const EMPTY: Entry = Entry {
     ready: AtomicBool::new(false),
     data: UnsafeCell::new(Data {
+        level: 0,
         ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         rule_plus_one: 0,
         host_len: 0,
@@ -86,13 +89,14 @@ fn published() -> impl Iterator<Item = (usize, &'static Data)> {
     })
 }
 
-/// Remembers that `host` resolved to `ip`, allowed by `rule` (or by none).
-pub fn remember(ip: IpAddr, host: &[u8], rule: Option<usize>) {
+/// Remembers that `host` resolved to `ip`, allowed by `rule` of `level`'s policy (or by none).
+pub fn remember(level: usize, ip: IpAddr, host: &[u8], rule: Option<usize>) {
     let ip = canonical_ip(ip);
     let host = &host[..host.len().min(MAX_HOST)];
     let rule_plus_one = rule.map_or(0, |r| r + 1);
     let known = published().any(|(_, d)| {
-        d.ip == ip
+        d.level == level
+            && d.ip == ip
             && d.rule_plus_one == rule_plus_one
             && d.host[..d.host_len].eq_ignore_ascii_case(host)
     });
@@ -108,6 +112,7 @@ pub fn remember(ip: IpAddr, host: &[u8], rule: Option<usize>) {
     let e = &TABLE.entries[i];
     // SAFETY: index i was claimed by this thread alone and is not yet ready.
     let d = unsafe { &mut *e.data.get() };
+    d.level = level;
     d.ip = ip;
     d.rule_plus_one = rule_plus_one;
     d.host_len = host.len();
@@ -115,12 +120,17 @@ pub fn remember(ip: IpAddr, host: &[u8], rule: Option<usize>) {
     e.ready.store(true, Ordering::Release);
 }
 
-/// The entry for `ip` that a rule accepting `port_ok` allows, else any entry naming `ip`.
-pub fn lookup(ip: IpAddr, mut rule_allows: impl FnMut(usize) -> bool) -> Option<Found> {
+/// The entry of `level` for `ip` that a rule accepting `port_ok` allows, else any entry naming
+/// `ip`.
+pub fn lookup(
+    level: usize,
+    ip: IpAddr,
+    mut rule_allows: impl FnMut(usize) -> bool,
+) -> Option<Found> {
     let ip = canonical_ip(ip);
     let mut named = None;
     for (i, d) in published() {
-        if d.ip != ip {
+        if d.level != level || d.ip != ip {
             continue;
         }
         if d.rule_plus_one != 0 && rule_allows(d.rule_plus_one - 1) {

@@ -8,6 +8,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod carray;
+mod chain;
 mod decide;
 mod dns_sockets;
 mod dnsmsg;

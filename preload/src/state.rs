@@ -2,11 +2,15 @@
 //!
 //! The sealed memfd is mapped read-only and never unmapped, so the `PolicyView` built over it is
 //! valid for the life of the process (and of forked children, which inherit the mapping).
+//!
+//! Inside a nested run the locator names one policy per level (`<inner>;<outer>`): each is a
+//! `Loaded` of its own, with its own event socket and counters, and an attempt passes only if
+//! every level allows it (`hooks::check_with`).
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use egress_policy::{DenyAs, Locator, Mode, PolicyView, POLICY_ENV};
+use egress_policy::{DenyAs, Locator, Mode, PolicyView, CHAIN_SEP, MAX_LEVELS, POLICY_ENV};
 
 use crate::{events, real};
 
@@ -41,12 +45,14 @@ impl CounterMap {
     }
 }
 
-/// What this process knows about its policy.
+/// What this process knows about the policy of one level of its run.
 #[derive(Clone, Copy)]
 pub struct Loaded {
     pub locator: Option<Locator>,
     /// The policy, or why there is none (then every attempt is denied: fail closed).
     pub policy: Result<PolicyView<'static>, &'static str>,
+    /// 0 for the run nearest to this process; outer runs of a nested run follow.
+    pub level: usize,
 }
 
 impl Loaded {
@@ -70,17 +76,22 @@ impl Loaded {
     /// and an unmapping at exit. None (mapping failed, or another thread is mapping them right
     /// now): the attempt is sent as its own event, which the launcher counts as 1.
     pub fn counters(&self) -> Option<CounterMap> {
-        match COUNTERS_STATE.load(Ordering::Acquire) {
+        let (state, base, slots) = (
+            &COUNTERS_STATE[self.level],
+            &COUNTERS_BASE[self.level],
+            &COUNTERS_SLOTS[self.level],
+        );
+        match state.load(Ordering::Acquire) {
             MAPPED => {
                 return Some(CounterMap {
-                    base: COUNTERS_BASE.load(Ordering::Relaxed),
-                    slots: COUNTERS_SLOTS.load(Ordering::Relaxed),
+                    base: base.load(Ordering::Relaxed),
+                    slots: slots.load(Ordering::Relaxed),
                 })
             }
             UNTRIED => {}
             _ => return None,
         }
-        if COUNTERS_STATE
+        if state
             .compare_exchange(UNTRIED, MAPPING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
@@ -91,12 +102,12 @@ impl Loaded {
             _ => None,
         };
         let Some(map) = mapped else {
-            COUNTERS_STATE.store(FAILED, Ordering::Release);
+            state.store(FAILED, Ordering::Release);
             return None;
         };
-        COUNTERS_BASE.store(map.base, Ordering::Relaxed);
-        COUNTERS_SLOTS.store(map.slots, Ordering::Relaxed);
-        COUNTERS_STATE.store(MAPPED, Ordering::Release);
+        base.store(map.base, Ordering::Relaxed);
+        slots.store(map.slots, Ordering::Relaxed);
+        state.store(MAPPED, Ordering::Release);
         Some(map)
     }
 }
@@ -106,13 +117,19 @@ const MAPPING: u8 = 1;
 const MAPPED: u8 = 2;
 const FAILED: u8 = 3;
 
-/// The counters mapping, published by COUNTERS_STATE (Release after the two stores). A forked
-/// child inherits both the mapping (shared) and these values.
-static COUNTERS_STATE: AtomicU8 = AtomicU8::new(UNTRIED);
-static COUNTERS_BASE: AtomicUsize = AtomicUsize::new(0);
-static COUNTERS_SLOTS: AtomicU64 = AtomicU64::new(0);
+/// Each level's counters mapping, published by COUNTERS_STATE (Release after the two stores).
+/// A forked child inherits both the mapping (shared) and these values.
+static COUNTERS_STATE: [AtomicU8; MAX_LEVELS] = [const { AtomicU8::new(UNTRIED) }; MAX_LEVELS];
+static COUNTERS_BASE: [AtomicUsize; MAX_LEVELS] = [const { AtomicUsize::new(0) }; MAX_LEVELS];
+static COUNTERS_SLOTS: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
 
-struct Slot(UnsafeCell<Option<Loaded>>);
+/// Every level's state, innermost first, and how many there are.
+struct Levels {
+    loaded: [Loaded; MAX_LEVELS],
+    count: usize,
+}
+
+struct Slot(UnsafeCell<Levels>);
 
 // SAFETY: the slot is written only by the one thread that moved STATE from UNINIT to BUSY, and
 // read only after STATE is READY (release/acquire), after which it never changes.
@@ -123,7 +140,7 @@ unsafe impl Sync for Slot {}
 pub struct ExecEnv {
     lib: [u8; 1024],
     lib_len: usize,
-    policy: [u8; 128],
+    policy: [u8; 1024],
     policy_len: usize,
 }
 
@@ -132,7 +149,7 @@ impl ExecEnv {
         &self.lib[..self.lib_len]
     }
 
-    /// The `EGRESS_RUN_POLICY` value, empty when this process had none.
+    /// The `EGRESS_RUN_POLICY` value (every level), empty when this process had none.
     pub fn policy(&self) -> &[u8] {
         &self.policy[..self.policy_len]
     }
@@ -146,7 +163,7 @@ unsafe impl Sync for EnvSlot {}
 static EXEC_ENV: EnvSlot = EnvSlot(UnsafeCell::new(ExecEnv {
     lib: [0; 1024],
     lib_len: 0,
-    policy: [0; 128],
+    policy: [0; 1024],
     policy_len: 0,
 }));
 
@@ -265,15 +282,19 @@ pub fn startup_argv() -> *const *const libc::c_char {
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
-static SLOT: Slot = Slot(UnsafeCell::new(None));
+static SLOT: Slot = Slot(UnsafeCell::new(Levels {
+    loaded: [NO_STATE; MAX_LEVELS],
+    count: 0,
+}));
 
 fn pid() -> i32 {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() }
 }
 
-/// The policy state, initialising it on first use. A reference: hooks read a few fields of it
-/// on every call, and copying the whole state showed up in the per-call profile.
+/// The policy state of the nearest run, initialising every level on first use. A reference:
+/// hooks read a few fields of it on every call, and copying the whole state showed up in the
+/// per-call profile.
 pub fn ensure_init() -> &'static Loaded {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
@@ -281,22 +302,16 @@ pub fn ensure_init() -> &'static Loaded {
                 INIT_PID.store(pid(), Ordering::Relaxed);
                 real::resolve_all();
                 save_exec_env();
-                let loaded = load();
                 // SAFETY: we own the slot until READY is published (see `Slot`).
-                unsafe { *SLOT.0.get() = Some(loaded) };
+                load(unsafe { &mut *SLOT.0.get() });
                 STATE.store(READY, Ordering::Release);
-                // SAFETY: READY is published; the slot is written and immutable from now on.
-                let loaded = unsafe { (*SLOT.0.get()).as_ref() }.unwrap_or(&NO_STATE);
-                events::process_started(loaded);
-                register_fork_handler();
-                return loaded;
-            }
-            Err(READY) => {
-                // SAFETY: READY was observed with Acquire; the slot is written and immutable.
-                if let Some(loaded) = unsafe { (*SLOT.0.get()).as_ref() } {
-                    return loaded;
+                for loaded in levels() {
+                    events::process_started(loaded);
                 }
+                register_fork_handler();
+                return &levels()[0];
             }
+            Err(READY) => return &levels()[0],
             Err(_) => {
                 // Another thread is initialising. If it was our parent's thread at fork time,
                 // it does not exist here: take the initialisation over.
@@ -318,8 +333,10 @@ fn register_fork_handler() {
         crate::guard::with_guard(
             || (),
             || {
-                if let Some(loaded) = current() {
-                    events::process_started(loaded);
+                if current().is_some() {
+                    for loaded in levels() {
+                        events::process_started(loaded);
+                    }
                 }
             },
         );
@@ -329,14 +346,19 @@ fn register_fork_handler() {
     unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
 }
 
-/// The policy state if initialisation has finished.
+/// The nearest run's policy state if initialisation has finished.
 pub fn current() -> Option<&'static Loaded> {
-    if STATE.load(Ordering::Acquire) == READY {
-        // SAFETY: READY observed with Acquire; the slot is written and immutable.
-        unsafe { (*SLOT.0.get()).as_ref() }
-    } else {
-        None
+    (STATE.load(Ordering::Acquire) == READY).then(|| &levels()[0])
+}
+
+/// Every level's state, innermost first (at least one); empty before initialisation finished.
+pub fn levels() -> &'static [Loaded] {
+    if STATE.load(Ordering::Acquire) != READY {
+        return &[];
     }
+    // SAFETY: READY observed with Acquire; the slot is written and immutable.
+    let levels = unsafe { &*SLOT.0.get() };
+    &levels.loaded[..levels.count.clamp(1, MAX_LEVELS)]
 }
 
 /// How this process's refusals look; the default until the policy is loaded (a call refused
@@ -345,23 +367,54 @@ pub fn deny_as() -> DenyAs {
     current().map_or(DenyAs::default(), Loaded::deny_as)
 }
 
-/// Never read in practice: the slot is always filled before READY is published.
-static NO_STATE: Loaded = Loaded {
+/// What a level holds before `load` fills it.
+const NO_STATE: Loaded = Loaded {
     locator: None,
     policy: Err("policy state missing"),
+    level: 0,
 };
 
-fn load() -> Loaded {
+/// Fills `levels` from the locator chain, innermost first. A chain longer than MAX_LEVELS keeps
+/// its outer levels and puts in front of them one level that denies everything.
+fn load(levels: &mut Levels) {
     let Some(bytes) = getenv_bytes() else {
-        return Loaded {
-            locator: None,
+        levels.loaded[0] = Loaded {
             policy: Err("EGRESS_RUN_POLICY is not set (environment scrubbed?)"),
+            ..NO_STATE
         };
+        levels.count = 1;
+        return;
     };
+    let total = bytes.split(|&b| b == CHAIN_SEP).count();
+    let mut parts = bytes.split(|&b| b == CHAIN_SEP);
+    let mut next = 0;
+    if total > MAX_LEVELS {
+        levels.loaded[0] = Loaded {
+            policy: Err("too many nested egress-run levels"),
+            ..NO_STATE
+        };
+        next = 1;
+        for _ in 0..total - (MAX_LEVELS - 1) {
+            parts.next();
+        }
+    }
+    for part in parts {
+        levels.loaded[next] = Loaded {
+            level: next,
+            ..load_level(part)
+        };
+        next += 1;
+    }
+    levels.count = next;
+}
+
+/// One level's state from its locator.
+fn load_level(bytes: &[u8]) -> Loaded {
     let Some(locator) = Locator::parse(bytes) else {
         return Loaded {
             locator: None,
             policy: Err("EGRESS_RUN_POLICY is malformed"),
+            level: 0,
         };
     };
     let policy = map_fd(locator.fd, &locator).or_else(|first| {
@@ -379,6 +432,7 @@ fn load() -> Loaded {
     Loaded {
         locator: Some(locator),
         policy,
+        level: 0,
     }
 }
 

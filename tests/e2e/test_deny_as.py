@@ -188,12 +188,13 @@ def test_python_offline_is_what_it_sees_on_a_host_without_a_network(sandbox, run
 
 def _normalised(res):
     """The report and stderr with what differs between two runs of one program taken out:
-    pids, times, the report's path, and the run line's deny_as."""
+    pids, times, the report's path, and the run line's deny_as and launcher_pid."""
     lines = []
     for o in res.report:
         o = {k: v for k, v in o.items() if k not in ("pid", "ppid", "started", "duration_ms")}
         if o["type"] == "run":
             o.pop("deny_as", None)
+            o.pop("launcher_pid", None)
         lines.append(o)
     err = re.sub(r"\[pid \d+\]", "[pid N]", res.stderr).replace(str(res.report_path), "REPORT")
     return lines, err

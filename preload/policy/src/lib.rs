@@ -15,6 +15,22 @@ pub use wire::{encode, DecodeError, DenyAs, Mode, PolicyView, RuleView};
 /// It only says where the sealed policy is; its content cannot widen what is allowed.
 pub const POLICY_ENV: &str = "EGRESS_RUN_POLICY";
 
+/// A nested run's [`POLICY_ENV`] holds one locator per level, innermost first, separated by
+/// this byte: `<inner>;<outer>`. An attempt passes only if every level allows it.
+pub const CHAIN_SEP: u8 = b';';
+
+/// The most levels a process honours; a longer chain makes it fail closed.
+pub const MAX_LEVELS: usize = 8;
+
+/// Whether a child's [`POLICY_ENV`] value keeps every level of this process's own `chain`:
+/// the same value, or levels added in front of it (a nested run, which can only narrow).
+pub fn chain_extends(child: &[u8], chain: &[u8]) -> bool {
+    child == chain
+        || (child.len() > chain.len()
+            && child.ends_with(chain)
+            && child[child.len() - chain.len() - 1] == CHAIN_SEP)
+}
+
 /// Where a policy is, as the environment variable says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Locator {
@@ -108,4 +124,36 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
         v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_extends_itself_and_levels_added_in_front() {
+        let own = b"v1:10:3:5:7";
+        assert!(chain_extends(own, own));
+        assert!(chain_extends(b"v1:20:4:5:9;v1:10:3:5:7", own));
+        assert!(chain_extends(b"x;y;v1:10:3:5:7", own));
+    }
+
+    #[test]
+    fn a_chain_that_drops_or_changes_a_level_does_not_extend() {
+        let own = b"v1:20:4:5:9;v1:10:3:5:7";
+        assert!(
+            !chain_extends(b"v1:20:4:5:9", own),
+            "dropped the outer level"
+        );
+        assert!(
+            !chain_extends(b"v1:10:3:5:7", own),
+            "dropped the inner level"
+        );
+        assert!(!chain_extends(b"", own));
+        assert!(!chain_extends(b"v1:99:4:5:9;v1:10:3:5:7", own));
+        assert!(
+            !chain_extends(b"xv1:20:4:5:9;v1:10:3:5:7", own),
+            "glued to a level"
+        );
+    }
 }

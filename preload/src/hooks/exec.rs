@@ -13,7 +13,7 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use egress_policy::elf::{classify, preload_is_fatal, secure_exec_reason, Program};
-use egress_policy::Mode;
+use egress_policy::{chain_extends, Mode};
 
 use crate::carray::entries;
 use crate::events;
@@ -205,7 +205,8 @@ unsafe fn gate(file: *const c_char, search: bool, argv: *const *const c_char, sp
     guard::with_guard(
         || Gate::Proceed,
         || {
-            let loaded = state::ensure_init();
+            state::ensure_init();
+            let levels = state::levels();
             let mut found = [0u8; 4096];
             let len = if search {
                 locate(file, &mut found)
@@ -218,16 +219,19 @@ unsafe fn gate(file: *const c_char, search: bool, argv: *const *const c_char, sp
             let Some(why) = unguardable(&found[..len], 0) else {
                 return Gate::Proceed;
             };
-            let allowed = match loaded.policy {
+            // Every level of a nested run must let it run.
+            let allowed = levels.iter().all(|loaded| match loaded.policy {
                 Ok(view) => view.mode() == Mode::Audit || view.allow_unguarded(),
                 Err(_) => false,
-            };
+            });
             let exe = &found[..len - 1];
             if !allowed || !spawn {
-                // SAFETY: getpid has no preconditions; argv as the caller promises.
-                unsafe {
-                    let pid = if spawn { 0 } else { libc::getpid() };
-                    events::unguarded(loaded, pid, exe, argv, why, !allowed);
+                for loaded in levels {
+                    // SAFETY: getpid has no preconditions; argv as the caller promises.
+                    unsafe {
+                        let pid = if spawn { 0 } else { libc::getpid() };
+                        events::unguarded(loaded, pid, exe, argv, why, !allowed);
+                    }
                 }
             }
             if allowed {
@@ -255,7 +259,7 @@ unsafe fn record_spawned(
     guard::with_guard(
         || (),
         || {
-            if let Some(loaded) = state::current() {
+            for loaded in state::levels() {
                 // SAFETY: file and argv as the caller promises.
                 unsafe {
                     let file = CStr::from_ptr(file).to_bytes();
@@ -311,7 +315,8 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
                 if let Some(v) = bytes.strip_prefix(PRELOAD_KEY) {
                     preload = Some(v);
                 } else if let Some(v) = bytes.strip_prefix(POLICY_KEY) {
-                    policy_ok = policy_ok || v == policy;
+                    // A nested egress-run may add levels in front of ours, never drop one.
+                    policy_ok = policy_ok || chain_extends(v, policy);
                 }
             }
             let has_lib = preload.is_some_and(|v| has_token(v, lib));

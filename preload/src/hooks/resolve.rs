@@ -23,16 +23,14 @@ pub(crate) enum Plan {
     Resolve {
         /// Resolve with `AI_NUMERICHOST`: the name is an address, no query may leave.
         numeric: bool,
-        /// Remember the results for this name, allowed by this rule (or by none).
+        /// Remember the results for this name (with the rule that allows it at each level).
         learn: bool,
-        rule: Option<usize>,
     },
 }
 
 pub(crate) const UNCHECKED: Plan = Plan::Resolve {
     numeric: false,
     learn: false,
-    rule: None,
 };
 
 pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hint: bool) -> Plan {
@@ -41,14 +39,12 @@ pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hin
             return Plan::Resolve {
                 numeric: true,
                 learn: false,
-                rule: None,
             }
         }
         Lookup::Local => {
             return Plan::Resolve {
                 numeric: false,
                 learn: true,
-                rule: None,
             }
         }
         Lookup::Dns(verdict) => verdict,
@@ -60,10 +56,6 @@ pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hin
     Plan::Resolve {
         numeric: false,
         learn: true,
-        rule: match verdict {
-            Verdict::Allow { rule } => Some(rule),
-            _ => None,
-        },
     }
 }
 
@@ -82,12 +74,30 @@ unsafe fn plan_for(name: *const c_char, call: &'static str, numeric_hint: bool) 
     })
 }
 
-fn learn(name: *const c_char, rule: Option<usize>, addrs: impl Iterator<Item = IpAddr>) {
-    after(|_| {
+/// A nested run's levels combine their plans: a refusal wins; otherwise every level plans the
+/// same resolution (whether the name is numeric does not depend on the policy).
+impl super::Stricter for Plan {
+    fn stricter(self, other: Self) -> Self {
+        match self {
+            Plan::Refuse => self,
+            Plan::Resolve { .. } if other == Plan::Refuse => other,
+            Plan::Resolve { .. } => self,
+        }
+    }
+}
+
+/// Remembers the addresses `name` resolved to, at each level with the name rule that allows
+/// it there (rule numbers belong to one level's policy).
+fn learn(name: *const c_char, addrs: impl Iterator<Item = IpAddr> + Clone) {
+    after(|loaded| {
         // SAFETY: the same NUL-terminated string the caller passed in.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        for ip in addrs {
-            learned::remember(ip, name, rule);
+        let rule = match decide::name(loaded, name, false) {
+            Lookup::Dns(Verdict::Allow { rule }) => Some(rule),
+            _ => None,
+        };
+        for ip in addrs.clone() {
+            learned::remember(loaded.level, ip, name, rule);
         }
     });
 }
@@ -113,7 +123,6 @@ pub unsafe extern "C" fn getaddrinfo(
     let Plan::Resolve {
         numeric,
         learn: learn_results,
-        rule,
     } = plan
     else {
         return verdict::refused_eai(deny_as());
@@ -156,7 +165,7 @@ pub unsafe extern "C" fn getaddrinfo(
             }
             None
         });
-        learn(node, rule, addrs);
+        learn(node, addrs);
     }
     rc
 }
@@ -165,7 +174,7 @@ pub unsafe extern "C" fn getaddrinfo(
 ///
 /// # Safety
 /// `h` must be null or a hostent libc filled in.
-unsafe fn hostent_addrs(h: *const hostent) -> impl Iterator<Item = IpAddr> {
+unsafe fn hostent_addrs(h: *const hostent) -> impl Iterator<Item = IpAddr> + Clone {
     let (ty, len, mut list) = if h.is_null() {
         (0, 0, std::ptr::null_mut())
     } else {
@@ -193,8 +202,7 @@ unsafe fn hostent_addrs(h: *const hostent) -> impl Iterator<Item = IpAddr> {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, rule, .. } = (unsafe { plan_for(name, "gethostbyname", false) })
-    else {
+    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname", false) }) else {
         verdict::set_h_errno(verdict::refused_h_errno(deny_as()));
         return std::ptr::null_mut();
     };
@@ -206,7 +214,7 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     };
     if l && !h.is_null() {
         // SAFETY: h was filled in by libc.
-        learn(name, rule, unsafe { hostent_addrs(h) });
+        learn(name, unsafe { hostent_addrs(h) });
     }
     h
 }
@@ -216,7 +224,7 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, rule, .. } = (unsafe { plan_for(name, "gethostbyname2", false) })
+    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname2", false) })
     else {
         verdict::set_h_errno(verdict::refused_h_errno(deny_as()));
         return std::ptr::null_mut();
@@ -229,7 +237,7 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
     };
     if l && !h.is_null() {
         // SAFETY: h was filled in by libc.
-        learn(name, rule, unsafe { hostent_addrs(h) });
+        learn(name, unsafe { hostent_addrs(h) });
     }
     h
 }
@@ -286,8 +294,7 @@ pub unsafe extern "C" fn gethostbyname_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, rule, .. } =
-        (unsafe { plan_for(name, "gethostbyname_r", false) })
+    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname_r", false) })
     else {
         // SAFETY: the caller's out-pointers.
         return unsafe { refused_lookup_r(result, h_errnop) };
@@ -302,7 +309,7 @@ pub unsafe extern "C" fn gethostbyname_r(
     // SAFETY: result is the caller's out-pointer, filled in by libc on success.
     if rc == 0 && l && !result.is_null() && !unsafe { *result }.is_null() {
         // SAFETY: *result points to a hostent libc filled in.
-        learn(name, rule, unsafe { hostent_addrs(*result) });
+        learn(name, unsafe { hostent_addrs(*result) });
     }
     rc
 }
@@ -320,8 +327,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, rule, .. } =
-        (unsafe { plan_for(name, "gethostbyname2_r", false) })
+    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname2_r", false) })
     else {
         // SAFETY: the caller's out-pointers.
         return unsafe { refused_lookup_r(result, h_errnop) };
@@ -336,7 +342,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
     // SAFETY: result is the caller's out-pointer, filled in by libc on success.
     if rc == 0 && l && !result.is_null() && !unsafe { *result }.is_null() {
         // SAFETY: *result points to a hostent libc filled in.
-        learn(name, rule, unsafe { hostent_addrs(*result) });
+        learn(name, unsafe { hostent_addrs(*result) });
     }
     rc
 }

@@ -8,6 +8,8 @@ use std::ffi::CStr;
 
 use libc::{c_char, c_int, FILE};
 
+use egress_policy::chain_extends;
+
 use crate::guard;
 use crate::real;
 use crate::state;
@@ -57,7 +59,8 @@ fn repair_environ() {
                 }
             }
             let policy = saved.policy();
-            if !policy.is_empty() && getenv(c"EGRESS_RUN_POLICY") != Some(policy) {
+            let kept = getenv(c"EGRESS_RUN_POLICY").is_some_and(|v| chain_extends(v, policy));
+            if !policy.is_empty() && !kept {
                 if let Some(value) = c_string(&mut buf, &[policy]) {
                     // SAFETY: as above.
                     unsafe { libc::setenv(c"EGRESS_RUN_POLICY".as_ptr(), value.as_ptr(), 1) };
