@@ -488,6 +488,8 @@ def main():
         vs = [Variant("native", build, n), Variant("egress-run", with_prefix(block, build), n)]
         if name == "udp":
             vs.append(Variant("audit", with_prefix(audit, build), n))
+            # a nested run: every datagram is decided by two levels
+            vs.append(Variant("nested", with_prefix(block + block, build), n))
         if not name.startswith("dlsym"):
             vs += peer_variants(name, build, n)
         workloads.append(Workload(name, desc, unit, vs, runs))
@@ -636,7 +638,8 @@ def checks_for(runner, w, peers, peer_libs, args, work, report):
     strace = peers.get("strace", ([None], {}))[0][0]
 
     if w.name in ("connect", "udp", "gai", "spawn"):
-        for key, mode in (("egress-run", "block"), ("audit", "audit, no rules")):
+        for key, mode in (("egress-run", "block"), ("audit", "audit, no rules"),
+                          ("nested", "2 nested runs, the outer report")):
             v = w.v(key)
             if not v:
                 continue
@@ -760,7 +763,8 @@ def print_tables(workloads, quick, runs, startup_n, load_before, load_after, ela
     # -- the native/guarded tables (as before, plus the Python rows)
     rows = []  # (label, workload, guarded variant key)
     for name, key, tag in (("connect", "egress-run", "block"), ("udp", "egress-run", "block"),
-                           ("udp", "audit", "audit, no rules"), ("gai", "egress-run", "block"),
+                           ("udp", "audit", "audit, no rules"), ("udp", "nested", "2 nested runs"),
+                           ("gai", "egress-run", "block"),
                            ("spawn", "egress-run", "block"), ("dlsym", "egress-run", "block"),
                            ("dlsym-hooked", "egress-run", "block"), ("python", "egress-run", "block")):
         if name in by:
