@@ -261,6 +261,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_guard_already_preloaded_is_found_by_file_name() {
+        assert!(has_guard(Some(OsStr::new(
+            "/x/y.so:/outer/lib/libegress_preload.so"
+        ))));
+        assert!(has_guard(Some(OsStr::new(
+            "libasan.so.8 /o/libegress_preload.so"
+        ))));
+        assert!(!has_guard(Some(OsStr::new(
+            "/x/libegress_preload.so.bak:/y.so"
+        ))));
+        assert!(!has_guard(None));
+    }
+
+    #[test]
+    fn the_launchers_of_an_outer_chain_innermost_first() {
+        let chain = OsStr::new("v1:20:4:5:9;v1:10:3:5:7");
+        assert_eq!(chain_launchers(Some(chain)), vec![20, 10]);
+        assert_eq!(
+            chain_launchers(Some(OsStr::new("garbage;v1:10:3:5:7"))),
+            vec![10]
+        );
+        assert!(chain_launchers(None).is_empty());
+    }
+
+    #[test]
     fn user_preloads_stay_first_and_ours_is_not_duplicated() {
         let lib = Path::new("/opt/e/libegress_preload.so");
         assert_eq!(

@@ -139,12 +139,13 @@ fn run() -> Result<i32, Fatal> {
     let nested_in = handover::chain_launchers(outer_chain.as_deref());
     let preloaded = outer_chain.is_some() && handover::has_guard(user_preload.as_deref());
     let preload = match &unguarded {
-        _ if preloaded => user_preload.clone(),
         // Its loader would fail on our library: it runs without it (and so do the programs
-        // it starts, unless they restore it themselves).
+        // it starts, unless they restore it themselves). Nested, the outer run's exec hook
+        // strips its own copy too.
         Some((_, why)) if egress_policy::elf::preload_is_fatal(why) => {
             handover::ld_preload_without(user_preload.as_deref(), &library)
         }
+        _ if preloaded => user_preload.clone(),
         _ => Some(handover::ld_preload(user_preload.as_deref(), &library)),
     };
     let mut locator = OsString::from(sealed.locator.to_env_value());
