@@ -8,7 +8,8 @@
 #       203.0.113.10/32   198.51.100.20/32   192.0.2.53/32 (the resolver)   2001:db8::10/128
 #     (any other destination answers ENETUNREACH at once);
 #   - /etc/resolv.conf, /etc/hosts and /etc/nsswitch.conf are replaced, inside the namespace
-#     only, so that every libc lookup goes to the test resolver at 192.0.2.53;
+#     only, so that every libc lookup goes to the test resolver at 192.0.2.53 (/etc/hosts
+#     holds localhost and hostsfile-v4.test -> 203.0.113.10, IPv4 only);
 #   - the test resolver (dnsmasq, or scripts/dns_responder.py where dnsmasq cannot run) answers
 #       allowed.test -> 203.0.113.10    other.test, *.other.test -> 198.51.100.20
 #       v6.test -> 2001:db8::10
@@ -86,7 +87,8 @@ cleanup() {
 trap cleanup EXIT
 
 printf 'nameserver 192.0.2.53\noptions attempts:1 timeout:1\n' >"$dir/resolv.conf"
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$dir/hosts"
+# hostsfile-v4.test: a name /etc/hosts lists for IPv4 only (an IPv6 lookup of it asks DNS).
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n203.0.113.10\thostsfile-v4.test\n' >"$dir/hosts"
 # Keep every other database as it is; make host lookups plain files + DNS (no nscd, no
 # systemd-resolved, no mDNS: nothing that could ask a resolver outside the namespace).
 if [ -r /etc/nsswitch.conf ]; then

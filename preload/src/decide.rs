@@ -34,13 +34,18 @@ pub fn destination(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8
 pub enum Lookup {
     /// A numeric address: no lookup at all (resolve with `AI_NUMERICHOST`).
     Numeric,
-    /// `localhost` or a name in /etc/hosts: resolved locally, unrecorded.
+    /// A name /etc/hosts answers for the family asked: resolved locally, unrecorded.
     Local,
+    /// A `localhost` name /etc/hosts does not answer for the family (`localhost.`,
+    /// `db.localhost`): loopback (RFC 6761), answered without asking DNS, unrecorded.
+    Loopback,
     /// A DNS lookup with this verdict.
     Dns(Verdict),
 }
 
-pub fn name(loaded: &Loaded, name: &[u8], numeric_hint: bool) -> Lookup {
+/// How a lookup of `name` for `family` (`AF_UNSPEC`, `AF_INET`, `AF_INET6`) is treated. Only
+/// what glibc will answer without DNS is local: anything else is a lookup to decide.
+pub fn name(loaded: &Loaded, name: &[u8], numeric_hint: bool, family: libc::c_int) -> Lookup {
     if names::is_numeric(name) || (numeric_hint && names::looks_numeric(name)) {
         return Lookup::Numeric;
     }
@@ -51,8 +56,11 @@ pub fn name(loaded: &Loaded, name: &[u8], numeric_hint: bool) -> Lookup {
     if let Some(rule) = view.match_name(name) {
         return Lookup::Dns(Verdict::Allow { rule });
     }
-    if names::is_localhost(name) || names::in_etc_hosts(name) {
+    if names::in_etc_hosts(name, family) {
         return Lookup::Local;
+    }
+    if names::is_localhost(name) {
+        return Lookup::Loopback;
     }
     Lookup::Dns(Verdict::Deny(DenyReason::NoRule))
 }

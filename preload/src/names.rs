@@ -51,10 +51,20 @@ pub fn is_localhost(name: &[u8]) -> bool {
         || (name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(b".localhost"))
 }
 
-/// True when `name` appears in `/etc/hosts`.
-pub fn in_etc_hosts(name: &[u8]) -> bool {
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    !name.is_empty() && any_hosts_line(|line| line_names(line, name))
+/// True when glibc's `files` source answers `name` for `family` from `/etc/hosts`, so that it
+/// does not go on to ask DNS: a line lists exactly that name (glibc compares names as given,
+/// so `db.` is not `db`) with an address of that family (`AF_UNSPEC`: any family).
+pub fn in_etc_hosts(name: &[u8], family: libc::c_int) -> bool {
+    !name.is_empty()
+        && any_hosts_line(|line| {
+            line_names(line, name)
+                && matches!(
+                    (family, line_addr(line)),
+                    (libc::AF_INET, Some(IpAddr::V4(_)))
+                        | (libc::AF_INET6, Some(IpAddr::V6(_)))
+                        | (libc::AF_UNSPEC, Some(_))
+                )
+        })
 }
 
 /// True when `ip` is the address of a line of `/etc/hosts` (a reverse lookup answered there).
@@ -129,7 +139,7 @@ fn line_names(line: &[u8], name: &[u8]) -> bool {
     line.split(|b| b.is_ascii_whitespace())
         .filter(|f| !f.is_empty())
         .skip(1)
-        .any(|f| f.strip_suffix(b".").unwrap_or(f).eq_ignore_ascii_case(name))
+        .any(|f| f.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -162,7 +172,11 @@ mod tests {
     #[test]
     fn hosts_lines_match_names_not_addresses_or_comments() {
         assert!(line_names(b"127.0.0.1 localhost db db.local", b"db"));
-        assert!(line_names(b"10.0.0.1\tHost.Example. # x", b"host.example"));
+        assert!(line_names(b"10.0.0.1\tHost.Example # x", b"host.example"));
+        assert!(
+            !line_names(b"10.0.0.1 db", b"db."),
+            "glibc does not strip the dot"
+        );
         assert!(!line_names(b"127.0.0.1 localhost # db", b"db"));
         assert!(!line_names(b"db 127.0.0.1", b"db"));
     }

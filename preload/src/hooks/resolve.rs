@@ -14,7 +14,7 @@ use crate::learned;
 use crate::real;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
-use crate::verdict::{self, Verdict};
+use crate::verdict::{self, DenyReason, Verdict};
 
 /// What a lookup hook does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,26 +25,53 @@ pub(crate) enum Plan {
         numeric: bool,
         /// Remember the results for this name (with the rule that allows it at each level).
         learn: bool,
+        /// Resolve the loopback address instead of the name (a `localhost` name that glibc
+        /// would otherwise ask DNS for).
+        loopback: bool,
     },
 }
 
 pub(crate) const UNCHECKED: Plan = Plan::Resolve {
     numeric: false,
     learn: false,
+    loopback: false,
 };
 
-pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hint: bool) -> Plan {
-    let verdict = match decide::name(loaded, name, numeric_hint) {
+pub(crate) fn plan(
+    loaded: &Loaded,
+    name: &[u8],
+    call: &'static str,
+    numeric_hint: bool,
+    family: c_int,
+) -> Plan {
+    let looked_up = if family == LOOKUP_AS_QUERIED {
+        libc::AF_UNSPEC
+    } else {
+        family
+    };
+    let verdict = match decide::name(loaded, name, numeric_hint, looked_up) {
+        // A call that cannot be answered with another name (getaddrinfo_a queues the
+        // caller's own request) decides it as the lookup it would be.
+        Lookup::Loopback if family == LOOKUP_AS_QUERIED => Verdict::Deny(DenyReason::NoRule),
         Lookup::Numeric => {
             return Plan::Resolve {
                 numeric: true,
                 learn: false,
+                loopback: false,
             }
         }
         Lookup::Local => {
             return Plan::Resolve {
                 numeric: false,
                 learn: true,
+                loopback: false,
+            }
+        }
+        Lookup::Loopback => {
+            return Plan::Resolve {
+                numeric: true,
+                learn: false,
+                loopback: true,
             }
         }
         Lookup::Dns(verdict) => verdict,
@@ -56,21 +83,41 @@ pub(crate) fn plan(loaded: &Loaded, name: &[u8], call: &'static str, numeric_hin
     Plan::Resolve {
         numeric: false,
         learn: true,
+        loopback: false,
     }
 }
 
-/// Plans a lookup of the C string `name`.
+/// `plan`'s family for getaddrinfo_a: any family (as AF_UNSPEC), and a `localhost` name that
+/// glibc would ask DNS for is decided as that lookup (the request cannot be rewritten).
+const LOOKUP_AS_QUERIED: c_int = -1;
+
+/// The name libc is asked for: the caller's, or the loopback address of `family` for a
+/// `localhost` name glibc would ask DNS for.
+fn asked(name: *const c_char, plan: Plan, family: c_int) -> *const c_char {
+    match plan {
+        Plan::Resolve { loopback: true, .. } if family == libc::AF_INET6 => c"::1".as_ptr(),
+        Plan::Resolve { loopback: true, .. } => c"127.0.0.1".as_ptr(),
+        _ => name,
+    }
+}
+
+/// Plans a lookup of the C string `name` for `family`.
 ///
 /// # Safety
 /// `name` must be null or a NUL-terminated string.
-unsafe fn plan_for(name: *const c_char, call: &'static str, numeric_hint: bool) -> Plan {
+unsafe fn plan_for(
+    name: *const c_char,
+    call: &'static str,
+    numeric_hint: bool,
+    family: c_int,
+) -> Plan {
     if name.is_null() {
         return UNCHECKED; // libc rejects it itself
     }
     // SAFETY: a NUL-terminated string from the caller.
     let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();
     check_with(UNCHECKED, Plan::Refuse, |loaded| {
-        plan(loaded, bytes, call, numeric_hint)
+        plan(loaded, bytes, call, numeric_hint, family)
     })
 }
 
@@ -92,7 +139,7 @@ fn learn(name: *const c_char, addrs: impl Iterator<Item = IpAddr> + Clone) {
     after(|loaded| {
         // SAFETY: the same NUL-terminated string the caller passed in.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        let rule = match decide::name(loaded, name, false) {
+        let rule = match decide::name(loaded, name, false, libc::AF_UNSPEC) {
             Lookup::Dns(Verdict::Allow { rule }) => Some(rule),
             _ => None,
         };
@@ -113,20 +160,28 @@ pub unsafe extern "C" fn getaddrinfo(
 ) -> c_int {
     // SAFETY: hints is null or the caller's addrinfo.
     let numeric_only = !hints.is_null() && unsafe { (*hints).ai_flags } & libc::AI_NUMERICHOST != 0;
+    let family = if hints.is_null() {
+        libc::AF_UNSPEC
+    } else {
+        // SAFETY: hints is the caller's addrinfo (non-null).
+        unsafe { (*hints).ai_family }
+    };
     // getaddrinfo(NULL, ...) and AI_NUMERICHOST never query a resolver.
     let plan = if node.is_null() || numeric_only {
         UNCHECKED
     } else {
         // SAFETY: node is a NUL-terminated string from the caller.
-        unsafe { plan_for(node, "getaddrinfo", true) }
+        unsafe { plan_for(node, "getaddrinfo", true, family) }
     };
     let Plan::Resolve {
         numeric,
         learn: learn_results,
+        ..
     } = plan
     else {
         return verdict::refused_eai(deny_as());
     };
+    let node = asked(node, plan, family);
     // SAFETY: getaddrinfo's C signature.
     let Some(real_fn) = (unsafe { real::func::<real::GetaddrinfoFn>(&real::GETADDRINFO) }) else {
         return verdict::refused_eai(deny_as());
@@ -202,10 +257,12 @@ unsafe fn hostent_addrs(h: *const hostent) -> impl Iterator<Item = IpAddr> + Clo
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname", false) }) else {
+    let plan = unsafe { plan_for(name, "gethostbyname", false, libc::AF_INET) };
+    let Plan::Resolve { learn: l, .. } = plan else {
         verdict::set_h_errno(verdict::refused_h_errno(deny_as()));
         return std::ptr::null_mut();
     };
+    let name = asked(name, plan, libc::AF_INET);
     // SAFETY: gethostbyname's C signature, forwarding the caller's argument.
     let h = match unsafe { real::func::<real::GethostbynameFn>(&real::GETHOSTBYNAME) } {
         // SAFETY: as above.
@@ -224,11 +281,12 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname2", false) })
-    else {
+    let plan = unsafe { plan_for(name, "gethostbyname2", false, af) };
+    let Plan::Resolve { learn: l, .. } = plan else {
         verdict::set_h_errno(verdict::refused_h_errno(deny_as()));
         return std::ptr::null_mut();
     };
+    let name = asked(name, plan, af);
     // SAFETY: gethostbyname2's C signature, forwarding the caller's arguments.
     let h = match unsafe { real::func::<real::Gethostbyname2Fn>(&real::GETHOSTBYNAME2) } {
         // SAFETY: as above.
@@ -294,11 +352,12 @@ pub unsafe extern "C" fn gethostbyname_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname_r", false) })
-    else {
+    let plan = unsafe { plan_for(name, "gethostbyname_r", false, libc::AF_INET) };
+    let Plan::Resolve { learn: l, .. } = plan else {
         // SAFETY: the caller's out-pointers.
         return unsafe { refused_lookup_r(result, h_errnop) };
     };
+    let name = asked(name, plan, libc::AF_INET);
     // SAFETY: gethostbyname_r's C signature, forwarding the caller's arguments.
     let rc = match unsafe { real::func::<real::GethostbynameRFn>(&real::GETHOSTBYNAME_R) } {
         // SAFETY: as above.
@@ -327,11 +386,12 @@ pub unsafe extern "C" fn gethostbyname2_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: name is the caller's NUL-terminated string (or null).
-    let Plan::Resolve { learn: l, .. } = (unsafe { plan_for(name, "gethostbyname2_r", false) })
-    else {
+    let plan = unsafe { plan_for(name, "gethostbyname2_r", false, af) };
+    let Plan::Resolve { learn: l, .. } = plan else {
         // SAFETY: the caller's out-pointers.
         return unsafe { refused_lookup_r(result, h_errnop) };
     };
+    let name = asked(name, plan, af);
     // SAFETY: gethostbyname2_r's C signature, forwarding the caller's arguments.
     let rc = match unsafe { real::func::<real::Gethostbyname2RFn>(&real::GETHOSTBYNAME2_R) } {
         // SAFETY: as above.
@@ -388,7 +448,7 @@ pub unsafe extern "C" fn getaddrinfo_a(
         // SAFETY: a gaicb from the caller; ar_name is null or NUL-terminated.
         let name = unsafe { (*req).ar_name };
         // SAFETY: as above.
-        if unsafe { plan_for(name, "getaddrinfo_a", true) } == Plan::Refuse {
+        if unsafe { plan_for(name, "getaddrinfo_a", true, LOOKUP_AS_QUERIED) } == Plan::Refuse {
             refused = true;
         }
     }
