@@ -105,6 +105,11 @@ impl Outcome {
         true
     }
 
+    /// True in the dry pass of a nested check: nothing may be sent.
+    pub fn dry(&self) -> bool {
+        self.pass == Pass::Dry
+    }
+
     /// True while recording a nested check (its events carry the levels' decisions).
     pub fn nested(&self) -> bool {
         self.pass == Pass::Record

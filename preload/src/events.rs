@@ -472,6 +472,9 @@ pub unsafe fn unguarded(
     refused: bool,
 ) {
     let Some(loc) = loaded.locator else { return };
+    if chain::now().dry() {
+        return; // decided again, and recorded, in the recording pass
+    }
     let mut out = [0u8; 8192];
     let mut w = Buf::new(&mut out);
     w.str("{\"type\":\"process\",\"pid\":");

@@ -168,7 +168,8 @@ gethostbyname_r gethostbyname2_r gethostbyaddr gethostbyaddr_r getnameinfo res_q
 res_querydomain res_send res_nquery res_nsearch res_nquerydomain res_nsend __res_query __res_search
 __res_querydomain __res_send __res_nquery __res_nsearch __res_nquerydomain __res_nsend execve execv
 execvp execvpe execl execlp execle execveat fexecve posix_spawn posix_spawnp system popen syscall
-dlopen dlsym dlvsym""".split()
+dlopen dlmopen dlsym dlvsym rcmd rcmd_af rexec rexec_af ruserok ruserok_af iruserok
+iruserok_af""".split()
 
 
 def test_every_hooked_function_resolves_to_the_guard(dlsym_calls, preload_lib, run_guarded):

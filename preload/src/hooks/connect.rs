@@ -61,3 +61,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         },
     }
 }
+
+/// `__connect`: glibc's public alias of `connect` (same function), which a program can link
+/// against directly.
+///
+/// # Safety
+/// As for `connect`.
+#[no_mangle]
+pub unsafe extern "C" fn __connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the caller's own arguments.
+    unsafe { connect(fd, addr, len) }
+}

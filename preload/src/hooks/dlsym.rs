@@ -41,9 +41,9 @@ const fn h(name: &'static [u8], ours: &'static CStr, real: Option<&'static Real>
 
 /// Every function this library exports, and libc's public aliases of them, sorted by name
 /// (a unit test checks the order; an end-to-end test that every name resolves into this library).
-static HOOKED: [Hooked; 59] = [
+static HOOKED: [Hooked; 68] = [
     h(b"__close", c"close", Some(&real::CLOSE)),
-    h(b"__connect", c"connect", Some(&real::CONNECT)),
+    h(b"__connect", c"__connect", Some(&real::CONNECT)),
     h(b"__dup2", c"dup2", Some(&real::DUP2)),
     h(b"__res_nquery", c"__res_nquery", Some(&real::RES_NQUERY)),
     h(
@@ -61,12 +61,13 @@ static HOOKED: [Hooked; 59] = [
     ),
     h(b"__res_search", c"__res_search", Some(&real::RES_SEARCH)),
     h(b"__res_send", c"__res_send", Some(&real::RES_SEND)),
-    h(b"__send", c"send", Some(&real::SEND)),
+    h(b"__send", c"__send", Some(&real::SEND)),
     h(b"__sendmmsg", c"sendmmsg", Some(&real::SENDMMSG)),
     h(b"__socket", c"socket", Some(&real::SOCKET)),
     h(b"close", c"close", Some(&real::CLOSE)),
     h(b"close_range", c"close_range", Some(&real::CLOSE_RANGE)),
     h(b"connect", c"connect", Some(&real::CONNECT)),
+    h(b"dlmopen", c"dlmopen", Some(&real::DLMOPEN)),
     h(b"dlopen", c"dlopen", Some(&real::DLOPEN)),
     h(b"dlsym", c"dlsym", None),
     h(b"dlvsym", c"dlvsym", Some(&real::DLVSYM)),
@@ -119,9 +120,13 @@ static HOOKED: [Hooked; 59] = [
         Some(&real::GETHOSTBYNAME_R),
     ),
     h(b"getnameinfo", c"getnameinfo", Some(&real::GETNAMEINFO)),
+    h(b"iruserok", c"iruserok", Some(&real::IRUSEROK)),
+    h(b"iruserok_af", c"iruserok_af", Some(&real::IRUSEROK_AF)),
     h(b"popen", c"popen", Some(&real::POPEN)),
     h(b"posix_spawn", c"posix_spawn", Some(&real::POSIX_SPAWN)),
     h(b"posix_spawnp", c"posix_spawnp", Some(&real::POSIX_SPAWNP)),
+    h(b"rcmd", c"rcmd", Some(&real::RCMD)),
+    h(b"rcmd_af", c"rcmd_af", Some(&real::RCMD_AF)),
     h(b"res_nquery", c"res_nquery", Some(&real::RES_NQUERY)),
     h(
         b"res_nquerydomain",
@@ -138,6 +143,10 @@ static HOOKED: [Hooked; 59] = [
     ),
     h(b"res_search", c"res_search", Some(&real::RES_SEARCH)),
     h(b"res_send", c"res_send", Some(&real::RES_SEND)),
+    h(b"rexec", c"rexec", Some(&real::REXEC)),
+    h(b"rexec_af", c"rexec_af", Some(&real::REXEC_AF)),
+    h(b"ruserok", c"ruserok", Some(&real::RUSEROK)),
+    h(b"ruserok_af", c"ruserok_af", Some(&real::RUSEROK_AF)),
     h(b"send", c"send", Some(&real::SEND)),
     h(b"sendmmsg", c"sendmmsg", Some(&real::SENDMMSG)),
     h(b"sendmsg", c"sendmsg", Some(&real::SENDMSG)),
@@ -408,7 +417,8 @@ mod tests {
     #[test]
     fn hooked_names_are_found_and_others_are_not() {
         assert_eq!(hooked(b"connect").map(|e| e.ours), Some(c"connect"));
-        assert_eq!(hooked(b"__connect").map(|e| e.ours), Some(c"connect"));
+        assert_eq!(hooked(b"__connect").map(|e| e.ours), Some(c"__connect"));
+        assert_eq!(hooked(b"__sendmmsg").map(|e| e.ours), Some(c"sendmmsg"));
         assert!(hooked(b"PyInit__socket").is_none());
         assert!(hooked(b"").is_none());
         assert!(hooked(b"connectx").is_none());

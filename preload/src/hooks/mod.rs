@@ -6,6 +6,7 @@ pub mod dlopen;
 pub mod dlsym;
 pub mod exec;
 pub mod fd;
+pub mod remote;
 pub mod res;
 pub mod resolve;
 pub mod reverse;
@@ -38,6 +39,13 @@ impl Stricter for Action {
         } else {
             other
         }
+    }
+}
+
+/// A yes/no answer: every level must say yes.
+impl Stricter for bool {
+    fn stricter(self, other: Self) -> Self {
+        self && other
     }
 }
 

@@ -16,7 +16,7 @@ use crate::verdict::{self, Action, DenyReason, Verdict};
 
 /// Records and decides one query of `name`: only a name rule allows it (a query of a numeric
 /// or /etc/hosts name still goes to the DNS server).
-fn decide_query(loaded: &Loaded, name: Option<&[u8]>, call: &'static str) -> Action {
+pub(crate) fn decide_query(loaded: &Loaded, name: Option<&[u8]>, call: &'static str) -> Action {
     let verdict = match (loaded.policy, name) {
         (Err(_), _) => Verdict::Deny(DenyReason::NoPolicy),
         (Ok(view), Some(n)) => match view.match_name(n) {

@@ -227,3 +227,18 @@ pub unsafe extern "C" fn sendmmsg(
         None => refused_call(deny_as()),
     }
 }
+
+/// `__send`: glibc's public alias of `send`.
+///
+/// # Safety
+/// As for `send`.
+#[no_mangle]
+pub unsafe extern "C" fn __send(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: the caller's own arguments.
+    unsafe { send(fd, buf, len, flags) }
+}
