@@ -136,10 +136,10 @@ use crate::real;
 /// # Safety
 /// `file` must be null or NUL-terminated.
 unsafe extern "C" fn dlmopen_elsewhere(file: *const libc::c_char) -> usize {
-    // SAFETY: as the caller promises.
     let name = if file.is_null() {
         &b"(null)"[..]
     } else {
+        // SAFETY: as the caller promises: a NUL-terminated string.
         unsafe { std::ffi::CStr::from_ptr(file) }.to_bytes()
     };
     let allowed = super::check_with(true, false, |loaded| {
