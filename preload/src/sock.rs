@@ -9,8 +9,15 @@ use libc::{c_int, sockaddr, socklen_t};
 pub enum Dest {
     /// An IPv4 or IPv6 destination (IPv4-mapped kept as given; the matcher canonicalises).
     Inet { ip: IpAddr, port: u16 },
-    /// Not network egress, or malformed: the kernel decides (Unix, netlink, `AF_UNSPEC`,
-    /// too short for its family).
+    /// Family 0 (`AF_UNSPEC`) with the bytes given, read as each family would be (None when
+    /// too short for it). A connect reads it as a disconnect; a send on an IPv4 datagram or
+    /// raw socket as an IPv4 address, on an IPv6 raw socket as an IPv6 one (`unspec_as_sent`).
+    Unspec {
+        v4: Option<(Ipv4Addr, u16)>,
+        v6: Option<(Ipv6Addr, u16)>,
+    },
+    /// Not network egress, or malformed: the kernel decides (Unix, netlink, too short for its
+    /// family).
     Other,
 }
 
@@ -27,6 +34,10 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Dest {
     // callers may hand us any alignment.
     let family = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
     match c_int::from(family) {
+        libc::AF_UNSPEC => {
+            // SAFETY: at least two readable bytes, as checked.
+            unsafe { read_unspec(addr, len) }
+        }
         libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: at least sizeof(sockaddr_in) readable bytes, as checked.
             let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
@@ -54,6 +65,68 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Dest {
                 ip: IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)),
                 port: u16::from_be(sin6.sin6_port),
             }
+        }
+        _ => Dest::Other,
+    }
+}
+
+/// A family-0 address read as IPv4 and as IPv6 (rare: kept out of `read`'s hot path).
+///
+/// # Safety
+/// `addr` must point to at least `len` readable bytes.
+#[cold]
+#[inline(never)]
+unsafe fn read_unspec(addr: *const sockaddr, len: usize) -> Dest {
+    let mut b = [0u8; 24];
+    let n = len.min(b.len());
+    // SAFETY: n <= len readable bytes into a local of at least n bytes.
+    unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), b.as_mut_ptr(), n) };
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    let v4 = (len >= std::mem::size_of::<libc::sockaddr_in>())
+        .then(|| (Ipv4Addr::new(b[4], b[5], b[6], b[7]), port));
+    let v6 = (len >= 24).then(|| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[8..24]);
+        (Ipv6Addr::from(a), port)
+    });
+    Dest::Unspec { v4, v6 }
+}
+
+fn sockopt_at(fd: c_int, level: c_int, opt: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: value and len are valid for writes of the sizes given; getsockopt is not hooked.
+    let rc =
+        unsafe { libc::getsockopt(fd, level, opt, (&mut value as *mut c_int).cast(), &mut len) };
+    (rc == 0).then_some(value)
+}
+
+/// What the kernel sends a family-0 destination to on socket `fd` (three getsockopt calls, only
+/// for such destinations): an IPv4 UDP or raw socket reads the bytes as a `sockaddr_in`, an
+/// IPv6 raw socket as a `sockaddr_in6`; an IPv6 UDP socket reads it as "no address" (the
+/// connected peer); ping sockets refuse it; a stream socket ignores it (or, with
+/// `MSG_FASTOPEN`, refuses it).
+pub fn unspec_as_sent(fd: c_int, dest: Dest) -> Dest {
+    let Dest::Unspec { v4, v6 } = dest else {
+        return dest;
+    };
+    let (Some(domain), Some(ty), Some(protocol)) = (
+        sockopt_at(fd, libc::SOL_SOCKET, libc::SO_DOMAIN),
+        sockopt_at(fd, libc::SOL_SOCKET, libc::SO_TYPE),
+        sockopt_at(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL),
+    ) else {
+        return Dest::Other;
+    };
+    let inet = |ip: IpAddr, port| Dest::Inet { ip, port };
+    match (domain, ty) {
+        (libc::AF_INET, libc::SOCK_DGRAM) if protocol != libc::IPPROTO_ICMP => {
+            v4.map_or(Dest::Other, |(ip, port)| inet(IpAddr::V4(ip), port))
+        }
+        (libc::AF_INET, libc::SOCK_RAW) => {
+            v4.map_or(Dest::Other, |(ip, port)| inet(IpAddr::V4(ip), port))
+        }
+        (libc::AF_INET6, libc::SOCK_RAW) => {
+            v6.map_or(Dest::Other, |(ip, port)| inet(IpAddr::V6(ip), port))
         }
         _ => Dest::Other,
     }
@@ -106,19 +179,7 @@ impl Proto {
 }
 
 fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
-    let mut value: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: value and len are valid for writes of the sizes given; getsockopt is not hooked.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&mut value as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(value)
+    sockopt_at(fd, libc::SOL_SOCKET, opt)
 }
 
 /// The socket's type (`SOCK_STREAM`, ...) and protocol, or None when `fd` is not a socket.

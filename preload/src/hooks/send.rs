@@ -23,6 +23,11 @@ pub(crate) fn decide_send(
     call: &'static str,
     payload: &[u8],
 ) -> Action {
+    // A family-0 address: what the kernel will send to on this socket.
+    let dest = match dest {
+        Dest::Unspec { .. } => sock::unspec_as_sent(fd, dest),
+        _ => dest,
+    };
     // An address-less send on a socket connected to a DNS server: its connect was checked;
     // record the question it carries, under the same decision.
     let dest = match (dest, dns_sockets::peer(fd)) {
