@@ -76,3 +76,34 @@ def test_family_zero_connect_still_disconnects(allowed, unusual, loopback, run_g
     assert out.startswith(f"{first}; unspec 0 errno 0; send -1 errno "), res.describe()
     assert [c["addr"] for c in res.lines("connect")] == ["127.0.0.1"], res.describe()
     assert b"after-disconnect" not in loopback.udp.settle()
+
+
+HOST_NOT_FOUND = 1
+# (family, len, address, the PTR name glibc asks for): glibc reads the first 4 (16) bytes of
+# a longer buffer; it unmaps an IPv4-mapped IPv6 address only when len is exactly 16.
+LONG_REVERSE = {
+    "v4-len8": ("4", "8", OTHER_IP, "20.100.51.198.in-addr.arpa"),
+    "v4-len16": ("4", "16", OTHER_IP, "20.100.51.198.in-addr.arpa"),
+    "v6-len20": ("6", "20", "2001:db8::10",
+                 "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"),
+    "mapped-len20": ("6", "20", "::ffff:198.51.100.20",
+                     "4.1.4.6.3.3.6.c.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa"),
+}
+
+
+@pytest.mark.parametrize("case", LONG_REVERSE)
+@pytest.mark.parametrize("op", ["ghba", "ghbar"])
+@pytest.mark.parametrize("mode", MODES)
+def test_reverse_lookup_of_a_longer_buffer_is_decided(case, op, mode, sandbox, dns_log, unusual, run_guarded):
+    family, length, addr, ptr = LONG_REVERSE[case]
+    mark = dns_log.mark()
+    res = run_guarded(MODES[mode], [unusual, op, family, length, addr])
+    looked = res.attempts("resolve", host=ptr)
+    assert [r["decision"] for r in looked] == ["deny"], res.describe()
+    settle_dns(dns_log, mark)
+    if mode == "block":
+        want = {"ghba": f"fail h_errno={HOST_NOT_FOUND}", "ghbar": f"fail rc=2 h_errno={HOST_NOT_FOUND}"}[op]
+        assert res.stdout.strip() == want, res.describe()
+        assert ptr not in dns_log.names_since(mark), "a refused reverse lookup reached the resolver"
+    else:
+        assert ptr in dns_log.names_since(mark), res.describe()
