@@ -1,9 +1,12 @@
 //! `sendto`, `sendmsg`, `sendmmsg`: datagrams that carry their own destination, and TCP Fast
 //! Open sends, which connect.
 
+use std::net::IpAddr;
+
 use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::connect::decide_connect;
+use super::sockopt::decide_route;
 use super::{action_for, check, check_with};
 use crate::decide;
 use crate::dns_sockets;
@@ -11,6 +14,7 @@ use crate::dnsmsg;
 use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
+use crate::route;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
 use crate::verdict::{refused_call, Action};
@@ -76,6 +80,45 @@ pub(crate) fn decide_send(
         },
     );
     action_for(loaded, verdict)
+}
+
+/// `decide_send` for a message that may carry a source route in its control data (the
+/// route's first hop, `route`): a route is refused first.
+pub(crate) fn decide_msg(
+    loaded: &Loaded,
+    fd: c_int,
+    (dest, route): (Dest, Option<IpAddr>),
+    flags: c_int,
+    call: &'static str,
+    payload: &[u8],
+) -> Action {
+    if let Some(hop) = route {
+        if decide_route(loaded, fd, hop, Kind::Send, call) == Action::Refuse {
+            return Action::Refuse;
+        }
+    }
+    decide_send(loaded, fd, dest, flags, call, payload)
+}
+
+/// The destination of a msghdr and the first hop of a source route in its control data.
+///
+/// # Safety
+/// `msg` must be null or point to a readable msghdr whose name and control fields describe
+/// readable memory.
+pub(crate) unsafe fn msg_dest_route(msg: *const msghdr) -> (Dest, Option<IpAddr>) {
+    if msg.is_null() {
+        return (Dest::Other, None);
+    }
+    // SAFETY: non-null msghdr from the caller.
+    let m = unsafe { &*msg };
+    let route = if m.msg_controllen == 0 {
+        None
+    } else {
+        // SAFETY: msg_control/msg_controllen describe the caller's control buffer.
+        route::control_route(unsafe { bytes(m.msg_control, m.msg_controllen) })
+    };
+    // SAFETY: as above.
+    (unsafe { msg_dest(msg) }, route)
 }
 
 /// The bytes of `buf`/`len` (empty when null).
@@ -180,10 +223,10 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller's msghdr.
-    let dest = unsafe { msg_dest(msg) };
+    let dest = unsafe { msg_dest_route(msg) };
     // SAFETY: the caller's msghdr.
     let payload = unsafe { msg_payload(msg) };
-    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendmsg", payload)) {
+    match check(|loaded| decide_msg(loaded, fd, dest, flags, "sendmsg", payload)) {
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendmsg.
         Action::Proceed => match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
@@ -213,9 +256,9 @@ pub unsafe extern "C" fn sendmmsg(
             // SAFETY: the caller passes `vlen` readable mmsghdr entries.
             let (dest, payload) = unsafe {
                 let hdr = &(*msgs.add(n as usize)).msg_hdr;
-                (msg_dest(hdr), msg_payload(hdr))
+                (msg_dest_route(hdr), msg_payload(hdr))
             };
-            if decide_send(loaded, fd, dest, flags, "sendmmsg", payload) == Action::Refuse {
+            if decide_msg(loaded, fd, dest, flags, "sendmmsg", payload) == Action::Refuse {
                 break;
             }
             n += 1;

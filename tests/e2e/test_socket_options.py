@@ -1,0 +1,78 @@
+"""Socket options and kinds that send packets somewhere no connect or sendto named: source
+routes (IP_OPTIONS, IPV6_RTHDR, as options or per-message control data), packet sockets and
+raw sockets that build their own IP header, and multicast joins."""
+import pytest
+
+from conftest import ALLOWED_IP, OTHER_IP, PROGS, PYTHON, V6_IP
+
+EACCES = 13
+MODES = {"block": [], "audit": ["--audit"]}
+
+
+@pytest.fixture(scope="module")
+def unusual(compile_c):
+    return compile_c(PROGS / "unusual.c", "unusual")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ipv4_source_route_option_is_refused(mode, sandbox, servers, unusual, run_guarded):
+    payload = f"source-routed-{mode}"
+    res = run_guarded(["--allow", f"{ALLOWED_IP}:9999", *MODES[mode]],
+                      [unusual, "srr", "setsockopt", OTHER_IP, ALLOWED_IP, "9999", payload])
+    routes = res.attempts("connect", call="setsockopt")
+    assert [(r["addr"], r["port"], r["decision"], r["proto"]) for r in routes] == [(OTHER_IP, 0, "deny", "udp")], \
+        res.describe()
+    if mode == "block":
+        # The option is refused; the datagram then goes to the allowed address directly.
+        assert res.stdout == f"setsockopt -1 errno {EACCES}; sent {len(payload)} errno 0\n", res.describe()
+        assert payload.encode() in servers.udp[ALLOWED_IP].settle()
+    else:
+        assert res.stdout.startswith("setsockopt 0 errno 0;"), res.describe()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ipv4_source_route_control_message_is_refused(mode, sandbox, servers, unusual, run_guarded):
+    payload = f"source-routed-cmsg-{mode}"
+    res = run_guarded(["--allow", f"{ALLOWED_IP}:9999", *MODES[mode]],
+                      [unusual, "srr", "cmsg", OTHER_IP, ALLOWED_IP, "9999", payload])
+    routes = res.attempts("send", addr=OTHER_IP, port=0)
+    assert [(r["call"], r["decision"], r["proto"]) for r in routes] == [("sendmsg", "deny", "udp")], res.describe()
+    if mode == "block":
+        assert res.stdout == f"setsockopt 0 errno 0; sent -1 errno {EACCES}\n", res.describe()
+        assert payload.encode() not in servers.udp[ALLOWED_IP].settle()
+        assert payload.encode() not in servers.udp[OTHER_IP].settle()
+    else:
+        assert "errno 13" not in res.stdout, res.describe()
+
+
+@pytest.mark.parametrize("via", ["setsockopt", "cmsg"])
+@pytest.mark.parametrize("mode", MODES)
+def test_ipv6_routing_header_is_refused(via, mode, sandbox, unusual, run_guarded):
+    # The control message goes with a datagram to [::1]:9, which a rule allows.
+    res = run_guarded(["--allow", "loopback:9", *MODES[mode]], [unusual, "rthdr", via, V6_IP])
+    kind, call = ("connect", "setsockopt") if via == "setsockopt" else ("send", "sendmsg")
+    routes = res.attempts(kind, call=call, addr=V6_IP, port=0)
+    assert [(r["decision"], r["proto"]) for r in routes] == [("deny", "udp")], res.describe()
+    if mode == "block":
+        assert res.stdout.endswith(f"-1 errno {EACCES}\n"), res.describe()
+    else:
+        assert f"errno {EACCES}" not in res.stdout, res.describe()
+
+
+def test_other_socket_options_pass_through(loopback, run_guarded):
+    # Options without a route (a NOP-only IP_OPTIONS, SO_REUSEADDR, an empty IPV6_RTHDR, which
+    # removes one) are set as usual, unrecorded.
+    code = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 1, 1, 0]))
+s.sendto(b"plain-options", ("127.0.0.1", {loopback.udp.port}))
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, b"")
+print("ok")
+"""
+    res = run_guarded(["--allow", f"loopback:{loopback.udp.port}"], [PYTHON, "-c", code])
+    assert res.stdout == "ok\n", res.describe()
+    assert res.attempts("connect", call="setsockopt") == [], res.describe()
+    assert b"plain-options" in loopback.udp.settle()
