@@ -132,6 +132,54 @@ pub fn unspec_as_sent(fd: c_int, dest: Dest) -> Dest {
     }
 }
 
+/// What a raw socket that builds its own IP header sends to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Header {
+    /// Not a raw socket (or not a socket): the address given decides.
+    None,
+    /// A raw socket that sends to the address given (whatever protocol it was opened for).
+    Raw,
+    /// The destination the header names, and the first hop of a source route among its IPv4
+    /// options.
+    Dest(IpAddr, Option<IpAddr>),
+    /// The first buffer is too short to hold a header: the guard cannot tell.
+    Unreadable,
+}
+
+/// For a raw socket that builds its own IP header (`IP_HDRINCL`, which `IPPROTO_RAW` implies,
+/// or `IPV6_HDRINCL`): the destination in the header the program built, `payload` (its first
+/// buffer). A few getsockopt calls; used only for sockets the descriptor table does not know
+/// as UDP.
+pub fn header_dest(fd: c_int, payload: &[u8]) -> Header {
+    if sockopt(fd, libc::SO_TYPE) != Some(libc::SOCK_RAW) {
+        return Header::None;
+    }
+    let hdrincl = |level, opt| sockopt_at(fd, level, opt).is_some_and(|v| v != 0);
+    match sockopt(fd, libc::SO_DOMAIN) {
+        Some(libc::AF_INET) if hdrincl(libc::IPPROTO_IP, libc::IP_HDRINCL) => {
+            let Some(h) = payload.get(..20) else {
+                return Header::Unreadable;
+            };
+            let dest = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            let route = payload
+                .get(20..ihl.max(20))
+                .and_then(crate::route::ipv4_options);
+            Header::Dest(dest, route)
+        }
+        Some(libc::AF_INET6) if hdrincl(libc::IPPROTO_IPV6, libc::IPV6_HDRINCL) => {
+            match payload
+                .get(24..40)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            {
+                Some(b) => Header::Dest(IpAddr::V6(Ipv6Addr::from(b)), None),
+                None => Header::Unreadable,
+            }
+        }
+        _ => Header::Raw,
+    }
+}
+
 /// An address of family `family` stored as `len` raw bytes at `p` (a hostent entry, a
 /// gethostbyaddr argument).
 ///

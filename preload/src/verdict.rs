@@ -12,6 +12,8 @@ pub enum DenyReason {
     NoPolicy,
     /// A source route (IPv4 source-route option, IPv6 routing header): no rule allows one.
     SourceRoute,
+    /// A packet socket (`AF_PACKET`): no rule allows one.
+    PacketSocket,
 }
 
 impl DenyReason {
@@ -20,6 +22,7 @@ impl DenyReason {
             DenyReason::NoRule => "no rule allows it",
             DenyReason::NoPolicy => "the process has no valid policy (fail closed)",
             DenyReason::SourceRoute => "source routing is refused (no rule can allow it)",
+            DenyReason::PacketSocket => "packet sockets are refused (no rule can allow them)",
         }
     }
 }

@@ -1,6 +1,8 @@
 """Socket options and kinds that send packets somewhere no connect or sendto named: source
 routes (IP_OPTIONS, IPV6_RTHDR, as options or per-message control data), packet sockets and
 raw sockets that build their own IP header, and multicast joins."""
+import subprocess
+
 import pytest
 
 from conftest import ALLOWED_IP, OTHER_IP, PROGS, PYTHON, V6_IP
@@ -76,3 +78,59 @@ print("ok")
     assert res.stdout == "ok\n", res.describe()
     assert res.attempts("connect", call="setsockopt") == [], res.describe()
     assert b"plain-options" in loopback.udp.settle()
+
+
+@pytest.fixture(scope="module")
+def raw_capable(unusual):
+    """Packet and raw sockets need CAP_NET_RAW (root in the sandbox has it)."""
+    r = subprocess.run([unusual, "packet"], capture_output=True, text=True)
+    if r.stdout != "fd\n":
+        pytest.skip(f"no CAP_NET_RAW here: {r.stdout.strip()}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_packet_socket_is_refused(mode, sandbox, raw_capable, unusual, run_guarded):
+    res = run_guarded(["--allow", f"{ALLOWED_IP}", *MODES[mode]], [unusual, "packet"])
+    made = res.attempts("send", call="socket")
+    assert [(m["addr"], m["port"], m["proto"], m["decision"]) for m in made] == [("0.0.0.0", 0, "raw", "deny")], \
+        res.describe()
+    assert res.stdout == (f"errno {EACCES}\n" if mode == "block" else "fd\n"), res.describe()
+
+
+@pytest.mark.parametrize("how", ["raw", "opt"])
+@pytest.mark.parametrize("mode", MODES)
+def test_raw_socket_building_its_header_is_decided_by_the_header(how, mode, sandbox, servers, raw_capable, unusual,
+                                                                   run_guarded):
+    # The header says OTHER_IP:9999; the sendto address says ALLOWED_IP, which a rule allows.
+    payload = f"hand-built-{how}-{mode}"
+    res = run_guarded(["--allow", ALLOWED_IP, *MODES[mode]],
+                      [unusual, "hdrincl", how, OTHER_IP, ALLOWED_IP, "9999", payload])
+    sends = res.attempts("send", addr=OTHER_IP)
+    assert [(s["port"], s["proto"], s["decision"]) for s in sends] == [(0, "raw", "deny")], res.describe()
+    arrived = servers.udp[OTHER_IP].settle()
+    if mode == "block":
+        assert res.stdout == f"errno {EACCES}\n", res.describe()
+        assert payload.encode() not in arrived
+    else:
+        assert res.stdout == f"sent {28 + len(payload)}\n", res.describe()
+        assert payload.encode() in arrived
+
+
+def test_raw_socket_building_an_allowed_header_sends(sandbox, servers, raw_capable, unusual, run_guarded):
+    payload = "hand-built-allowed"
+    res = run_guarded(["--allow", ALLOWED_IP], [unusual, "hdrincl", "raw", ALLOWED_IP, ALLOWED_IP, "9999", payload])
+    assert res.stdout == f"sent {28 + len(payload)}\n", res.describe()
+    assert res.count("send", addr=ALLOWED_IP, decision="allow") == 1, res.describe()
+    assert payload.encode() in servers.udp[ALLOWED_IP].settle()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_raw_socket_opened_for_tcp_is_checked_as_raw(mode, sandbox, raw_capable, unusual, run_guarded):
+    # Its protocol says TCP, but the address of each send is where the packet goes.
+    res = run_guarded(["--allow", ALLOWED_IP, *MODES[mode]], [unusual, "rawtcp", OTHER_IP, "raw-tcp-bytes"])
+    sends = res.attempts("send", addr=OTHER_IP)
+    assert [(s["proto"], s["decision"]) for s in sends] == [("raw", "deny")], res.describe()
+    if mode == "block":
+        assert res.stdout == f"errno {EACCES}\n", res.describe()
+    else:
+        assert res.stdout == "sent 13\n", res.describe()

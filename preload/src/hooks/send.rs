@@ -1,7 +1,7 @@
 //! `sendto`, `sendmsg`, `sendmmsg`: datagrams that carry their own destination, and TCP Fast
 //! Open sends, which connect.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
@@ -17,7 +17,7 @@ use crate::real;
 use crate::route;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
-use crate::verdict::{refused_call, Action};
+use crate::verdict::{refused_call, Action, DenyReason, Verdict};
 
 pub(crate) fn decide_send(
     loaded: &Loaded,
@@ -38,18 +38,24 @@ pub(crate) fn decide_send(
         (Dest::Other, Some((ip, port))) => Dest::Inet { ip, port },
         _ => dest,
     };
-    let Dest::Inet { ip, port } = dest else {
+    let Dest::Inet { port, .. } = dest else {
         return Action::Proceed;
     };
     // A datagram socket made by socket() needs no system call to say so: a stale entry only
     // means this send is checked. Anything else (a stream socket, on which the address is
-    // ignored unless it opens the connection) is confirmed by the kernel.
-    let kind = match fd_kinds::kind(fd) {
-        Some(kind @ (libc::SOCK_DGRAM, _)) => Some(kind),
-        _ => sock::socket_kind(fd),
-    };
-    let Some((ty, proto)) = kind else {
-        return Action::Proceed;
+    // ignored unless it opens the connection) is confirmed by the kernel, and so is whether
+    // it is a raw socket that builds its own IP header (a raw socket opened for TCP or UDP
+    // reads as that protocol): then the header's destination decides.
+    let (ty, proto) = match fd_kinds::kind(fd) {
+        Some(kind @ (libc::SOCK_DGRAM, _)) => kind,
+        _ => match sock::socket_kind(fd) {
+            None => return Action::Proceed,
+            Some(kind) => match sock::header_dest(fd, payload) {
+                sock::Header::None => kind,
+                sock::Header::Raw => (libc::SOCK_RAW, sock::Proto::Raw),
+                header => return decide_header(loaded, fd, header, call),
+            },
+        },
     };
     if ty == libc::SOCK_STREAM {
         // The kernel ignores the address on a stream socket unless this send opens the
@@ -67,6 +73,51 @@ pub(crate) fn decide_send(
     let host = match learned_host {
         None if port == 53 => dnsmsg::question_name(payload, &mut qname).map(|n| &qname[..n]),
         h => h,
+    };
+    record_send(loaded, call, proto, dest, host, verdict)
+}
+
+/// A send on a raw socket that builds its own IP header: decided by the header's destination
+/// (port 0, as raw sockets are recorded), after any source route among its options. A header
+/// the guard cannot read (not in the first buffer) is denied.
+#[cold]
+#[inline(never)]
+fn decide_header(loaded: &Loaded, fd: c_int, header: sock::Header, call: &'static str) -> Action {
+    let (verdict, dest) = match header {
+        sock::Header::Dest(ip, route) => {
+            if let Some(hop) = route {
+                if decide_route(loaded, fd, hop, Kind::Send, call) == Action::Refuse {
+                    return Action::Refuse;
+                }
+            }
+            let dest = Dest::Inet { ip, port: 0 };
+            (decide::destination(loaded, dest).0, dest)
+        }
+        _ => {
+            let unknown = Dest::Inet {
+                ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                port: 0,
+            };
+            let verdict = match loaded.policy {
+                Ok(_) => Verdict::Deny(DenyReason::NoRule),
+                Err(_) => Verdict::Deny(DenyReason::NoPolicy),
+            };
+            (verdict, unknown)
+        }
+    };
+    record_send(loaded, call, sock::Proto::Raw, dest, None, verdict)
+}
+
+fn record_send(
+    loaded: &Loaded,
+    call: &'static str,
+    proto: sock::Proto,
+    dest: Dest,
+    host: Option<&[u8]>,
+    verdict: Verdict,
+) -> Action {
+    let Dest::Inet { ip, port } = dest else {
+        return Action::Proceed;
     };
     events::record(
         loaded,

@@ -13,6 +13,7 @@
 use libc::{c_int, c_long, c_uint, mmsghdr, msghdr, sockaddr, socklen_t};
 
 use super::connect::decide_connect;
+use super::fd::{decide_packet_socket, is_packet};
 use super::send::{bytes, decide_msg, decide_send, msg_dest_route, msg_payload};
 use super::sockopt::{decide_sockopt, watched};
 use super::{check, check_with};
@@ -69,6 +70,9 @@ pub unsafe extern "C" fn syscall(
             // SAFETY: the caller's msghdr.
             let payload = unsafe { msg_payload(a2 as *const msghdr) };
             check(|loaded| decide_msg(loaded, fd, dest, a3 as c_int, "syscall", payload))
+        }
+        libc::SYS_socket if is_packet(a1 as c_int, a2 as c_int) => {
+            check(|loaded| decide_packet_socket(loaded, "syscall"))
         }
         libc::SYS_setsockopt if watched(a2 as c_int, a3 as c_int) => {
             // SAFETY: setsockopt(fd, level, name, value, len): the caller's value.

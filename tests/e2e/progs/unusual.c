@@ -21,6 +21,8 @@
  *     (a raw IPv4 socket that builds its own header: HOW is "raw" (IPPROTO_RAW) or "opt"
  *      (IPPROTO_UDP + setsockopt(IP_HDRINCL)); the header says HEADER_IP:PORT (UDP), the
  *      sendto address says TO_IP)
+ *   unusual rawtcp IP PAYLOAD           -> "sent N" | "errno E"
+ *     (socket(AF_INET, SOCK_RAW, IPPROTO_TCP), sendto IP: a raw socket reads as TCP)
  *   unusual join FAMILY GROUP           -> "join R errno E"
  *     (IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP on a UDP socket)
  */
@@ -261,6 +263,16 @@ int main(int argc, char **argv) {
         memcpy(pkt + 10, &c, 2);
         struct sockaddr_in a = v4(argv[4], 0);
         show(sendto(s, pkt, total, 0, (struct sockaddr *)&a, sizeof a));
+        return 0;
+    }
+    if (!strcmp(op, "rawtcp") && argc == 4) {
+        int s = socket(AF_INET, SOCK_RAW, IPPROTO_TCP);
+        if (s < 0) {
+            printf("socket errno %d\n", errno);
+            return 0;
+        }
+        struct sockaddr_in a = v4(argv[2], 0);
+        show(sendto(s, argv[3], strlen(argv[3]), 0, (struct sockaddr *)&a, sizeof a));
         return 0;
     }
     if (!strcmp(op, "join") && argc == 4) {
