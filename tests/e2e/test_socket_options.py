@@ -134,3 +134,32 @@ def test_raw_socket_opened_for_tcp_is_checked_as_raw(mode, sandbox, raw_capable,
         assert res.stdout == f"errno {EACCES}\n", res.describe()
     else:
         assert res.stdout == "sent 13\n", res.describe()
+
+
+GROUPS = {"4": "239.1.2.3", "6": "ff0e::123", "m4": "239.1.2.4", "m6": "ff0e::124"}
+
+
+@pytest.mark.parametrize("family", GROUPS)
+@pytest.mark.parametrize("mode", MODES)
+def test_multicast_join_of_a_non_local_group_is_decided(family, mode, sandbox, unusual, run_guarded):
+    # A join sends a membership report naming the group: allowed only by a rule for it.
+    group = GROUPS[family]
+    res = run_guarded(["--allow", ALLOWED_IP, *MODES[mode]], [unusual, "join", family, group])
+    joins = res.attempts("connect", call="setsockopt", addr=group)
+    assert [(j["port"], j["decision"]) for j in joins] == [(0, "deny")], res.describe()
+    assert res.stdout == (f"join -1 errno {EACCES}\n" if mode == "block" else "join 0 errno 0\n"), res.describe()
+
+
+@pytest.mark.parametrize("family", GROUPS)
+def test_multicast_join_allowed_by_a_rule(family, sandbox, unusual, run_guarded):
+    group = GROUPS[family]
+    res = run_guarded(["--allow", group], [unusual, "join", family, group])
+    assert res.stdout == "join 0 errno 0\n", res.describe()
+    assert res.count("connect", call="setsockopt", addr=group, decision="allow") == 1, res.describe()
+
+
+@pytest.mark.parametrize("family,group", [("4", "224.0.0.251"), ("6", "ff02::fb"), ("m6", "ff02::1:3")])
+def test_multicast_join_of_a_link_local_group_passes(family, group, unusual, run_guarded):
+    res = run_guarded([], [unusual, "join", family, group])
+    assert res.stdout == "join 0 errno 0\n", res.describe()
+    assert res.attempts() == [], res.describe()

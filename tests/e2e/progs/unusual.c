@@ -24,7 +24,8 @@
  *   unusual rawtcp IP PAYLOAD           -> "sent N" | "errno E"
  *     (socket(AF_INET, SOCK_RAW, IPPROTO_TCP), sendto IP: a raw socket reads as TCP)
  *   unusual join FAMILY GROUP           -> "join R errno E"
- *     (IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP on a UDP socket)
+ *     (IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP on a UDP socket (FAMILY 4, 6), or
+ *      MCAST_JOIN_GROUP (FAMILY m4, m6), on lo)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -277,7 +278,23 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(op, "join") && argc == 4) {
         int r;
-        if (!strcmp(argv[2], "6")) {
+        if (argv[2][0] == 'm') {
+            int six = argv[2][1] == '6';
+            int s = socket(six ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
+            struct group_req g;
+            memset(&g, 0, sizeof g);
+            g.gr_interface = 1; /* lo */
+            if (six) {
+                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&g.gr_group;
+                a->sin6_family = AF_INET6;
+                inet_pton(AF_INET6, argv[3], &a->sin6_addr);
+            } else {
+                struct sockaddr_in *a = (struct sockaddr_in *)&g.gr_group;
+                a->sin_family = AF_INET;
+                inet_pton(AF_INET, argv[3], &a->sin_addr);
+            }
+            r = setsockopt(s, six ? IPPROTO_IPV6 : IPPROTO_IP, MCAST_JOIN_GROUP, &g, sizeof g);
+        } else if (!strcmp(argv[2], "6")) {
             int s = socket(AF_INET6, SOCK_DGRAM, 0);
             struct ipv6_mreq m;
             memset(&m, 0, sizeof m);
