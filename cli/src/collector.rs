@@ -445,6 +445,8 @@ impl Collector {
         };
         let hint = match a.reason.as_deref() {
             Some(r) if r.contains("no valid policy") => format!("the process {r}"),
+            // Refused whatever the rules say (a source route, a packet socket).
+            Some(r) if r.contains("no rule can allow") => r.to_string(),
             _ => format!(
                 "to allow it: --allow {}",
                 suggest_rule(a.host.as_deref(), ip, a.port.filter(|_| kind != "resolve"))

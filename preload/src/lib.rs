@@ -22,6 +22,7 @@ mod hooks;
 mod learned;
 mod names;
 mod real;
+mod route;
 mod sock;
 mod state;
 mod verdict;

@@ -138,6 +138,7 @@ pub static DUP: Real = Real::new(b"dup\0");
 pub static DUP2: Real = Real::new(b"dup2\0");
 pub static DUP3: Real = Real::new(b"dup3\0");
 pub static CLOSE_RANGE: Real = Real::new(b"close_range\0");
+pub static SETSOCKOPT: Real = Real::new(b"setsockopt\0");
 
 /// The functions a program may call from a signal handler or between `fork` and `exec`
 /// (async-signal-safe, or system-call wrappers used as such): resolved at initialisation, so
@@ -145,7 +146,7 @@ pub static CLOSE_RANGE: Real = Real::new(b"close_range\0");
 /// contexts. The rest (resolvers, `dlopen`, `system`, `popen`, `posix_spawn`, the PATH-searching
 /// exec calls) must not be called there anyway, and resolve on first use: dlsym costs about
 /// a microsecond each, paid by every process the guard enters.
-static AT_INIT: [&Real; 15] = [
+static AT_INIT: [&Real; 16] = [
     &CONNECT,
     &SENDTO,
     &SENDMSG,
@@ -161,6 +162,7 @@ static AT_INIT: [&Real; 15] = [
     &DUP2,
     &DUP3,
     &CLOSE_RANGE,
+    &SETSOCKOPT,
 ];
 
 pub fn resolve_all() {
@@ -171,6 +173,8 @@ pub fn resolve_all() {
     crate::hooks::dlopen::resolve();
 }
 
+pub type SetsockoptFn =
+    unsafe extern "C" fn(c_int, c_int, c_int, *const libc::c_void, socklen_t) -> c_int;
 pub type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 /// `close` and `dup`: one descriptor in, an int out.
 pub type CloseFn = unsafe extern "C" fn(c_int) -> c_int;

@@ -9,8 +9,15 @@ use libc::{c_int, sockaddr, socklen_t};
 pub enum Dest {
     /// An IPv4 or IPv6 destination (IPv4-mapped kept as given; the matcher canonicalises).
     Inet { ip: IpAddr, port: u16 },
-    /// Not network egress, or malformed: the kernel decides (Unix, netlink, `AF_UNSPEC`,
-    /// too short for its family).
+    /// Family 0 (`AF_UNSPEC`) with the bytes given, read as each family would be (None when
+    /// too short for it). A connect reads it as a disconnect; a send on an IPv4 datagram or
+    /// raw socket as an IPv4 address, on an IPv6 raw socket as an IPv6 one (`unspec_as_sent`).
+    Unspec {
+        v4: Option<(Ipv4Addr, u16)>,
+        v6: Option<(Ipv6Addr, u16)>,
+    },
+    /// Not network egress, or malformed: the kernel decides (Unix, netlink, too short for its
+    /// family).
     Other,
 }
 
@@ -27,6 +34,10 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Dest {
     // callers may hand us any alignment.
     let family = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
     match c_int::from(family) {
+        libc::AF_UNSPEC => {
+            // SAFETY: at least two readable bytes, as checked.
+            unsafe { read_unspec(addr, len) }
+        }
         libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: at least sizeof(sockaddr_in) readable bytes, as checked.
             let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
@@ -56,6 +67,116 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Dest {
             }
         }
         _ => Dest::Other,
+    }
+}
+
+/// A family-0 address read as IPv4 and as IPv6 (rare: kept out of `read`'s hot path).
+///
+/// # Safety
+/// `addr` must point to at least `len` readable bytes.
+#[cold]
+#[inline(never)]
+unsafe fn read_unspec(addr: *const sockaddr, len: usize) -> Dest {
+    let mut b = [0u8; 24];
+    let n = len.min(b.len());
+    // SAFETY: n <= len readable bytes into a local of at least n bytes.
+    unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), b.as_mut_ptr(), n) };
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    let v4 = (len >= std::mem::size_of::<libc::sockaddr_in>())
+        .then(|| (Ipv4Addr::new(b[4], b[5], b[6], b[7]), port));
+    let v6 = (len >= 24).then(|| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[8..24]);
+        (Ipv6Addr::from(a), port)
+    });
+    Dest::Unspec { v4, v6 }
+}
+
+fn sockopt_at(fd: c_int, level: c_int, opt: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: value and len are valid for writes of the sizes given; getsockopt is not hooked.
+    let rc =
+        unsafe { libc::getsockopt(fd, level, opt, (&mut value as *mut c_int).cast(), &mut len) };
+    (rc == 0).then_some(value)
+}
+
+/// What the kernel sends a family-0 destination to on socket `fd` (three getsockopt calls, only
+/// for such destinations): an IPv4 UDP or raw socket reads the bytes as a `sockaddr_in`, an
+/// IPv6 raw socket as a `sockaddr_in6`; an IPv6 UDP socket reads it as "no address" (the
+/// connected peer); ping sockets refuse it; a stream socket ignores it (or, with
+/// `MSG_FASTOPEN`, refuses it).
+pub fn unspec_as_sent(fd: c_int, dest: Dest) -> Dest {
+    let Dest::Unspec { v4, v6 } = dest else {
+        return dest;
+    };
+    let (Some(domain), Some(ty), Some(protocol)) = (
+        sockopt_at(fd, libc::SOL_SOCKET, libc::SO_DOMAIN),
+        sockopt_at(fd, libc::SOL_SOCKET, libc::SO_TYPE),
+        sockopt_at(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL),
+    ) else {
+        return Dest::Other;
+    };
+    let inet = |ip: IpAddr, port| Dest::Inet { ip, port };
+    match (domain, ty) {
+        (libc::AF_INET, libc::SOCK_DGRAM) if protocol != libc::IPPROTO_ICMP => {
+            v4.map_or(Dest::Other, |(ip, port)| inet(IpAddr::V4(ip), port))
+        }
+        (libc::AF_INET, libc::SOCK_RAW) => {
+            v4.map_or(Dest::Other, |(ip, port)| inet(IpAddr::V4(ip), port))
+        }
+        (libc::AF_INET6, libc::SOCK_RAW) => {
+            v6.map_or(Dest::Other, |(ip, port)| inet(IpAddr::V6(ip), port))
+        }
+        _ => Dest::Other,
+    }
+}
+
+/// What a raw socket that builds its own IP header sends to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Header {
+    /// Not a raw socket (or not a socket): the address given decides.
+    None,
+    /// A raw socket that sends to the address given (whatever protocol it was opened for).
+    Raw,
+    /// The destination the header names, and the first hop of a source route among its IPv4
+    /// options.
+    Dest(IpAddr, Option<IpAddr>),
+    /// The first buffer is too short to hold a header: the guard cannot tell.
+    Unreadable,
+}
+
+/// For a raw socket that builds its own IP header (`IP_HDRINCL`, which `IPPROTO_RAW` implies,
+/// or `IPV6_HDRINCL`): the destination in the header the program built, `payload` (its first
+/// buffer). A few getsockopt calls; used only for sockets the descriptor table does not know
+/// as UDP.
+pub fn header_dest(fd: c_int, payload: &[u8]) -> Header {
+    if sockopt(fd, libc::SO_TYPE) != Some(libc::SOCK_RAW) {
+        return Header::None;
+    }
+    let hdrincl = |level, opt| sockopt_at(fd, level, opt).is_some_and(|v| v != 0);
+    match sockopt(fd, libc::SO_DOMAIN) {
+        Some(libc::AF_INET) if hdrincl(libc::IPPROTO_IP, libc::IP_HDRINCL) => {
+            let Some(h) = payload.get(..20) else {
+                return Header::Unreadable;
+            };
+            let dest = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            let route = payload
+                .get(20..ihl.max(20))
+                .and_then(crate::route::ipv4_options);
+            Header::Dest(dest, route)
+        }
+        Some(libc::AF_INET6) if hdrincl(libc::IPPROTO_IPV6, libc::IPV6_HDRINCL) => {
+            match payload
+                .get(24..40)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            {
+                Some(b) => Header::Dest(IpAddr::V6(Ipv6Addr::from(b)), None),
+                None => Header::Unreadable,
+            }
+        }
+        _ => Header::Raw,
     }
 }
 
@@ -106,19 +227,7 @@ impl Proto {
 }
 
 fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
-    let mut value: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: value and len are valid for writes of the sizes given; getsockopt is not hooked.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&mut value as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(value)
+    sockopt_at(fd, libc::SOL_SOCKET, opt)
 }
 
 /// The socket's type (`SOCK_STREAM`, ...) and protocol, or None when `fd` is not a socket.

@@ -10,6 +10,10 @@ pub enum DenyReason {
     NoRule,
     /// The process could not obtain its policy and fails closed.
     NoPolicy,
+    /// A source route (IPv4 source-route option, IPv6 routing header): no rule allows one.
+    SourceRoute,
+    /// A packet socket (`AF_PACKET`): no rule allows one.
+    PacketSocket,
 }
 
 impl DenyReason {
@@ -17,6 +21,8 @@ impl DenyReason {
         match self {
             DenyReason::NoRule => "no rule allows it",
             DenyReason::NoPolicy => "the process has no valid policy (fail closed)",
+            DenyReason::SourceRoute => "source routing is refused (no rule can allow it)",
+            DenyReason::PacketSocket => "packet sockets are refused (no rule can allow them)",
         }
     }
 }

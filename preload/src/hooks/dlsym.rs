@@ -41,7 +41,7 @@ const fn h(name: &'static [u8], ours: &'static CStr, real: Option<&'static Real>
 
 /// Every function this library exports, and libc's public aliases of them, sorted by name
 /// (a unit test checks the order; an end-to-end test that every name resolves into this library).
-static HOOKED: [Hooked; 68] = [
+static HOOKED: [Hooked; 69] = [
     h(b"__close", c"close", Some(&real::CLOSE)),
     h(b"__connect", c"__connect", Some(&real::CONNECT)),
     h(b"__dup2", c"dup2", Some(&real::DUP2)),
@@ -151,6 +151,7 @@ static HOOKED: [Hooked; 68] = [
     h(b"sendmmsg", c"sendmmsg", Some(&real::SENDMMSG)),
     h(b"sendmsg", c"sendmsg", Some(&real::SENDMSG)),
     h(b"sendto", c"sendto", Some(&real::SENDTO)),
+    h(b"setsockopt", c"setsockopt", Some(&real::SETSOCKOPT)),
     h(b"socket", c"socket", Some(&real::SOCKET)),
     h(b"syscall", c"syscall", Some(&real::SYSCALL)),
     h(b"system", c"system", Some(&real::SYSTEM)),

@@ -1,12 +1,19 @@
 //! Descriptor bookkeeping: `socket` records what it made, and the calls that close or replace
-//! a descriptor forget it (see fd_kinds). None of these decides anything: each forwards the
-//! caller's arguments and leaves errno as the real call set it.
+//! a descriptor forget it (see fd_kinds). Only `socket` decides anything, and only for packet
+//! sockets (one compare for every other call); each forwards the caller's arguments and
+//! leaves errno as the real call set it.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use libc::{c_int, c_uint};
 
+use super::{action_for, check};
+use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
-use crate::verdict::set_errno;
+use crate::sock::Proto;
+use crate::state::{deny_as, Loaded};
+use crate::verdict::{refused_call, set_errno, Action, DenyReason, Verdict};
 
 /// What a shim returns when libc lacks the real function (never on glibc 2.34 or later).
 fn missing() -> c_int {
@@ -14,10 +21,42 @@ fn missing() -> c_int {
     -1
 }
 
+/// A packet socket (`AF_PACKET`, or the obsolete `AF_INET`/`SOCK_PACKET` the kernel maps to
+/// it): it sends hand-built link-layer frames to anywhere on the link.
+pub(crate) fn is_packet(domain: c_int, ty: c_int) -> bool {
+    const SOCK_PACKET: c_int = 10;
+    domain == libc::AF_PACKET || (domain == libc::AF_INET && ty & 0xf == SOCK_PACKET)
+}
+
+/// A packet socket is refused in block mode whatever the rules say (no rule grammar names
+/// frames); audit mode lets it be made. Recorded as a raw `send` to 0.0.0.0, port 0, by
+/// `call`: the frames it would send name their own destinations.
+pub(crate) fn decide_packet_socket(loaded: &Loaded, call: &'static str) -> Action {
+    let verdict = match loaded.policy {
+        Ok(_) => Verdict::Deny(DenyReason::PacketSocket),
+        Err(_) => Verdict::Deny(DenyReason::NoPolicy),
+    };
+    events::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Send,
+            call,
+            proto: Some(Proto::Raw),
+            dest: Some((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            host: None,
+            verdict,
+        },
+    );
+    action_for(loaded, verdict)
+}
+
 /// # Safety
 /// Called by C with socket(2)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    if is_packet(domain, ty) && check(|l| decide_packet_socket(l, "socket")) == Action::Refuse {
+        return refused_call(deny_as());
+    }
     // SAFETY: SocketFn is socket's C signature; the caller's arguments are forwarded.
     let fd = match unsafe { real::func::<real::SocketFn>(&real::SOCKET) } {
         // SAFETY: as above.

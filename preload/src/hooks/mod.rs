@@ -12,6 +12,7 @@ pub mod resolve;
 pub mod reverse;
 pub mod send;
 pub mod shell;
+pub mod sockopt;
 pub mod syscall;
 
 use egress_policy::Mode;

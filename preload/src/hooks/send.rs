@@ -1,9 +1,12 @@
 //! `sendto`, `sendmsg`, `sendmmsg`: datagrams that carry their own destination, and TCP Fast
 //! Open sends, which connect.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::connect::decide_connect;
+use super::sockopt::decide_route;
 use super::{action_for, check, check_with};
 use crate::decide;
 use crate::dns_sockets;
@@ -11,9 +14,10 @@ use crate::dnsmsg;
 use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
+use crate::route;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
-use crate::verdict::{refused_call, Action};
+use crate::verdict::{refused_call, Action, DenyReason, Verdict};
 
 pub(crate) fn decide_send(
     loaded: &Loaded,
@@ -23,24 +27,35 @@ pub(crate) fn decide_send(
     call: &'static str,
     payload: &[u8],
 ) -> Action {
+    // A family-0 address: what the kernel will send to on this socket.
+    let dest = match dest {
+        Dest::Unspec { .. } => sock::unspec_as_sent(fd, dest),
+        _ => dest,
+    };
     // An address-less send on a socket connected to a DNS server: its connect was checked;
     // record the question it carries, under the same decision.
     let dest = match (dest, dns_sockets::peer(fd)) {
         (Dest::Other, Some((ip, port))) => Dest::Inet { ip, port },
         _ => dest,
     };
-    let Dest::Inet { ip, port } = dest else {
+    let Dest::Inet { port, .. } = dest else {
         return Action::Proceed;
     };
     // A datagram socket made by socket() needs no system call to say so: a stale entry only
     // means this send is checked. Anything else (a stream socket, on which the address is
-    // ignored unless it opens the connection) is confirmed by the kernel.
-    let kind = match fd_kinds::kind(fd) {
-        Some(kind @ (libc::SOCK_DGRAM, _)) => Some(kind),
-        _ => sock::socket_kind(fd),
-    };
-    let Some((ty, proto)) = kind else {
-        return Action::Proceed;
+    // ignored unless it opens the connection) is confirmed by the kernel, and so is whether
+    // it is a raw socket that builds its own IP header (a raw socket opened for TCP or UDP
+    // reads as that protocol): then the header's destination decides.
+    let (ty, proto) = match fd_kinds::kind(fd) {
+        Some(kind @ (libc::SOCK_DGRAM, _)) => kind,
+        _ => match sock::socket_kind(fd) {
+            None => return Action::Proceed,
+            Some(kind) => match sock::header_dest(fd, payload) {
+                sock::Header::None => kind,
+                sock::Header::Raw => (libc::SOCK_RAW, sock::Proto::Raw),
+                header => return decide_header(loaded, fd, header, call),
+            },
+        },
     };
     if ty == libc::SOCK_STREAM {
         // The kernel ignores the address on a stream socket unless this send opens the
@@ -59,6 +74,51 @@ pub(crate) fn decide_send(
         None if port == 53 => dnsmsg::question_name(payload, &mut qname).map(|n| &qname[..n]),
         h => h,
     };
+    record_send(loaded, call, proto, dest, host, verdict)
+}
+
+/// A send on a raw socket that builds its own IP header: decided by the header's destination
+/// (port 0, as raw sockets are recorded), after any source route among its options. A header
+/// the guard cannot read (not in the first buffer) is denied.
+#[cold]
+#[inline(never)]
+fn decide_header(loaded: &Loaded, fd: c_int, header: sock::Header, call: &'static str) -> Action {
+    let (verdict, dest) = match header {
+        sock::Header::Dest(ip, route) => {
+            if let Some(hop) = route {
+                if decide_route(loaded, fd, hop, Kind::Send, call) == Action::Refuse {
+                    return Action::Refuse;
+                }
+            }
+            let dest = Dest::Inet { ip, port: 0 };
+            (decide::destination(loaded, dest).0, dest)
+        }
+        _ => {
+            let unknown = Dest::Inet {
+                ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                port: 0,
+            };
+            let verdict = match loaded.policy {
+                Ok(_) => Verdict::Deny(DenyReason::NoRule),
+                Err(_) => Verdict::Deny(DenyReason::NoPolicy),
+            };
+            (verdict, unknown)
+        }
+    };
+    record_send(loaded, call, sock::Proto::Raw, dest, None, verdict)
+}
+
+fn record_send(
+    loaded: &Loaded,
+    call: &'static str,
+    proto: sock::Proto,
+    dest: Dest,
+    host: Option<&[u8]>,
+    verdict: Verdict,
+) -> Action {
+    let Dest::Inet { ip, port } = dest else {
+        return Action::Proceed;
+    };
     events::record(
         loaded,
         &Attempt {
@@ -71,6 +131,45 @@ pub(crate) fn decide_send(
         },
     );
     action_for(loaded, verdict)
+}
+
+/// `decide_send` for a message that may carry a source route in its control data (the
+/// route's first hop, `route`): a route is refused first.
+pub(crate) fn decide_msg(
+    loaded: &Loaded,
+    fd: c_int,
+    (dest, route): (Dest, Option<IpAddr>),
+    flags: c_int,
+    call: &'static str,
+    payload: &[u8],
+) -> Action {
+    if let Some(hop) = route {
+        if decide_route(loaded, fd, hop, Kind::Send, call) == Action::Refuse {
+            return Action::Refuse;
+        }
+    }
+    decide_send(loaded, fd, dest, flags, call, payload)
+}
+
+/// The destination of a msghdr and the first hop of a source route in its control data.
+///
+/// # Safety
+/// `msg` must be null or point to a readable msghdr whose name and control fields describe
+/// readable memory.
+pub(crate) unsafe fn msg_dest_route(msg: *const msghdr) -> (Dest, Option<IpAddr>) {
+    if msg.is_null() {
+        return (Dest::Other, None);
+    }
+    // SAFETY: non-null msghdr from the caller.
+    let m = unsafe { &*msg };
+    let route = if m.msg_controllen == 0 {
+        None
+    } else {
+        // SAFETY: msg_control/msg_controllen describe the caller's control buffer.
+        route::control_route(unsafe { bytes(m.msg_control, m.msg_controllen) })
+    };
+    // SAFETY: as above.
+    (unsafe { msg_dest(msg) }, route)
 }
 
 /// The bytes of `buf`/`len` (empty when null).
@@ -175,10 +274,10 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller's msghdr.
-    let dest = unsafe { msg_dest(msg) };
+    let dest = unsafe { msg_dest_route(msg) };
     // SAFETY: the caller's msghdr.
     let payload = unsafe { msg_payload(msg) };
-    match check(|loaded| decide_send(loaded, fd, dest, flags, "sendmsg", payload)) {
+    match check(|loaded| decide_msg(loaded, fd, dest, flags, "sendmsg", payload)) {
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendmsg.
         Action::Proceed => match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
@@ -208,9 +307,9 @@ pub unsafe extern "C" fn sendmmsg(
             // SAFETY: the caller passes `vlen` readable mmsghdr entries.
             let (dest, payload) = unsafe {
                 let hdr = &(*msgs.add(n as usize)).msg_hdr;
-                (msg_dest(hdr), msg_payload(hdr))
+                (msg_dest_route(hdr), msg_payload(hdr))
             };
-            if decide_send(loaded, fd, dest, flags, "sendmmsg", payload) == Action::Refuse {
+            if decide_msg(loaded, fd, dest, flags, "sendmmsg", payload) == Action::Refuse {
                 break;
             }
             n += 1;

@@ -13,7 +13,9 @@
 use libc::{c_int, c_long, c_uint, mmsghdr, msghdr, sockaddr, socklen_t};
 
 use super::connect::decide_connect;
-use super::send::{bytes, decide_send, msg_dest, msg_payload};
+use super::fd::{decide_packet_socket, is_packet};
+use super::send::{bytes, decide_msg, decide_send, msg_dest_route, msg_payload};
+use super::sockopt::{decide_sockopt, watched};
 use super::{check, check_with};
 use crate::real;
 use crate::sock;
@@ -64,10 +66,19 @@ pub unsafe extern "C" fn syscall(
         }
         libc::SYS_sendmsg => {
             // SAFETY: sendmsg(fd, msg, flags): the caller's msghdr.
-            let dest = unsafe { msg_dest(a2 as *const msghdr) };
+            let dest = unsafe { msg_dest_route(a2 as *const msghdr) };
             // SAFETY: the caller's msghdr.
             let payload = unsafe { msg_payload(a2 as *const msghdr) };
-            check(|loaded| decide_send(loaded, fd, dest, a3 as c_int, "syscall", payload))
+            check(|loaded| decide_msg(loaded, fd, dest, a3 as c_int, "syscall", payload))
+        }
+        libc::SYS_socket if is_packet(a1 as c_int, a2 as c_int) => {
+            check(|loaded| decide_packet_socket(loaded, "syscall"))
+        }
+        libc::SYS_setsockopt if watched(a2 as c_int, a3 as c_int) => {
+            // SAFETY: setsockopt(fd, level, name, value, len): the caller's value.
+            let value = unsafe { bytes(a4 as *const libc::c_void, a5 as socklen_t as usize) };
+            let (level, name) = (a2 as c_int, a3 as c_int);
+            check(|loaded| decide_sockopt(loaded, fd, level, name, value, "syscall"))
         }
         libc::SYS_sendmmsg => {
             let (msgs, vlen, flags) = (a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int);
@@ -80,9 +91,9 @@ pub unsafe extern "C" fn syscall(
                     // SAFETY: the caller passes `vlen` mmsghdr entries.
                     let (dest, payload) = unsafe {
                         let hdr = &(*msgs.add(n as usize)).msg_hdr;
-                        (msg_dest(hdr), msg_payload(hdr))
+                        (msg_dest_route(hdr), msg_payload(hdr))
                     };
-                    if decide_send(loaded, fd, dest, flags, "syscall", payload) == Action::Refuse {
+                    if decide_msg(loaded, fd, dest, flags, "syscall", payload) == Action::Refuse {
                         break;
                     }
                     n += 1;
