@@ -52,6 +52,78 @@ pub fn secure_exec_reason(mode: u32, has_file_caps: bool) -> Option<&'static str
     }
 }
 
+/// Why a program that cannot be read is not run as if guardable (an execute-only file: the
+/// kernel can run it, but the guard cannot look inside).
+pub const UNREADABLE: &str =
+    "program that cannot be read to check it (execute-only): the guard cannot tell whether it can enter it";
+
+/// Why a relative path is not checked when the directory it will be resolved in is unknown
+/// (a spawn whose file actions change to a directory the guard cannot follow).
+pub const NO_WORKING_DIRECTORY: &str =
+    "relative path in a working directory that cannot be determined: the guard cannot check the program";
+
+/// The files checked for one exec: the program and one `#!` interpreter.
+const MAX_CHAIN: usize = 2;
+
+/// What opening a file for the check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// A regular file, open for reading: its mode bits and whether it has file capabilities.
+    File { mode: u32, caps: bool },
+    /// A regular file the caller may execute but not read.
+    Unreadable,
+    /// A relative path whose directory cannot be determined.
+    Undetermined,
+    /// Anything else (missing, not executable, not a regular file): the kernel answers the
+    /// exec itself.
+    Other,
+}
+
+/// The files a check reads, opened one at a time.
+pub trait ProgramFiles {
+    /// Opens `path` (a C string: its last byte is the NUL) for the reads that follow, in
+    /// place of the file opened before.
+    fn open(&mut self, path: &[u8]) -> Opened;
+    /// As `pread` on the open file: fills `buf` from `off`; returns the bytes read.
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize;
+}
+
+/// Why the guard cannot enter the program at `path` (a C string), following its `#!`
+/// interpreter. A relative interpreter path is opened like the program's, in the directory the
+/// exec will run in.
+/// None: the guard can enter it, or the kernel will refuse it.
+pub fn unguarded_reason(files: &mut dyn ProgramFiles, path: &[u8]) -> Option<&'static str> {
+    let mut head = [0u8; 256];
+    let mut interp = [0u8; 257];
+    let mut interp_len = 0;
+    for depth in 0..MAX_CHAIN {
+        let opened = if depth == 0 {
+            files.open(path)
+        } else {
+            files.open(&interp[..interp_len])
+        };
+        let (mode, caps) = match opened {
+            Opened::File { mode, caps } => (mode, caps),
+            Opened::Unreadable => return Some(UNREADABLE),
+            Opened::Undetermined => return Some(NO_WORKING_DIRECTORY),
+            Opened::Other => return None,
+        };
+        if let Some(why) = secure_exec_reason(mode, caps) {
+            return Some(why);
+        }
+        match classify(&mut |off, buf| files.read_at(off, buf), &mut head) {
+            Program::Unguarded(why) => return Some(why),
+            Program::Script { start, end } if end - start < interp.len() => {
+                interp[..end - start].copy_from_slice(&head[start..end]);
+                interp[end - start] = 0;
+                interp_len = end - start + 1;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }

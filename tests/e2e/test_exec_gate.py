@@ -1,0 +1,95 @@
+"""The exec gate's harder cases: programs the library cannot enter must be found however they
+are started, including execute-only files (which cannot be read to check them). Loopback only:
+nothing here sends anywhere."""
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import finish, guarded_env, load_report, spawn
+
+EACCES = 13
+HELLO = '#include <stdio.h>\nint main(void){puts("unguarded ran");return 0;}\n'
+
+
+def _cc(build_dir, name, flags):
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed")
+    src = build_dir / f"{name}.c"
+    src.write_text(HELLO)
+    out = build_dir / name
+    r = subprocess.run(["gcc", *flags, "-o", str(out), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"gcc {' '.join(flags)} cannot build here: {r.stderr.strip()[:200]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def static_prog(build_dir):
+    return _cc(build_dir, "gate-static", ["-static", "-O1"])
+
+
+@pytest.fixture(scope="module")
+def dynamic_prog(build_dir):
+    return _cc(build_dir, "gate-dynamic", ["-O1"])
+
+
+def unguarded_lines(res):
+    return [p for p in res.lines("process") if p["guarded"] is False]
+
+
+# ---- execute-only files (mode 0111): checked as an unprivileged user, since root reads anything
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory the unprivileged user can use (pytest's own temp dirs are root's only)."""
+    d = Path(tempfile.mkdtemp(prefix="egress-exec-gate-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def exec_only(shared_dir, static_prog):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv(1) to run a check as an unprivileged user")
+    prog = shared_dir / "exec-only"
+    shutil.copyfile(static_prog, prog)
+    prog.chmod(0o111)
+    return prog
+
+
+def run_as_nobody(egress_bin, shared_dir, args, cmd):
+    report = shared_dir / "report.jsonl"
+    argv = [*NOBODY, str(egress_bin), *args, "--report", str(report), "--", *map(str, cmd)]
+    p = spawn(argv, env=guarded_env(), cwd=shared_dir)
+    out, err = finish(p)
+    mode = "audit" if "--audit" in args else "block"
+    lines = load_report(report, p.returncode, mode) if report.exists() else []
+    return p.returncode, out, err, [x for x in lines if x.get("type") == "process" and x["guarded"] is False]
+
+
+def test_execute_only_command_is_refused(egress_bin, shared_dir, exec_only):
+    rc, out, err, lines = run_as_nobody(egress_bin, shared_dir, [], [exec_only])
+    assert rc == 126 and "unguarded ran" not in out, (rc, out, err)
+    assert "cannot be read to check it" in err, err
+    assert len(lines) == 1 and "cannot be read to check it" in lines[0]["reason"] and lines[0]["refused"], lines
+
+
+def test_execute_only_command_runs_in_audit_mode(egress_bin, shared_dir, exec_only):
+    rc, out, err, lines = run_as_nobody(egress_bin, shared_dir, ["--audit"], [exec_only])
+    assert rc == 0 and out == "unguarded ran\n", (rc, out, err)
+    assert len(lines) == 1 and "cannot be read to check it" in lines[0]["reason"] and not lines[0]["refused"], lines
+
+
+def test_execute_only_program_in_the_tree_is_refused(egress_bin, shared_dir, exec_only):
+    rc, out, err, lines = run_as_nobody(egress_bin, shared_dir, [], ["sh", "-c", f"{exec_only}; echo sh=$?"])
+    assert "unguarded ran" not in out and "sh=126" in out, (rc, out, err)
+    assert len(lines) == 1 and "cannot be read to check it" in lines[0]["reason"] and lines[0]["refused"], lines
+    assert rc == 3, (rc, out, err)
