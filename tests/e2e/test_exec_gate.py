@@ -1,6 +1,6 @@
 """The exec gate's harder cases: programs the library cannot enter must be found however they
-are started, including execute-only files (which cannot be read to check them). Loopback only:
-nothing here sends anywhere."""
+are started: `#!` chains several interpreters deep, execute-only files (which cannot be read to
+check them). Loopback only: nothing here sends anywhere."""
 import os
 import shutil
 import subprocess
@@ -39,6 +39,43 @@ def dynamic_prog(build_dir):
 
 def unguarded_lines(res):
     return [p for p in res.lines("process") if p["guarded"] is False]
+
+
+# ---- #! chains
+
+
+@pytest.fixture(scope="module")
+def script_chain(build_dir, static_prog):
+    """chain-a -> #!chain-b -> #!chain-c -> #!static program: three scripts deep."""
+    c = build_dir / "chain-c"
+    c.write_text(f"#!{static_prog}\n")
+    b = build_dir / "chain-b"
+    b.write_text(f"#!{c}\n")
+    a = build_dir / "chain-a"
+    a.write_text(f"#!{b} -x\n")
+    for s in (a, b, c):
+        s.chmod(0o755)
+    return a
+
+
+def test_script_chain_command_is_refused(script_chain, run_guarded):
+    res = run_guarded([], [script_chain])
+    assert res.returncode == 126 and "unguarded ran" not in res.stdout, res.describe()
+    lines = unguarded_lines(res)
+    assert len(lines) == 1 and "statically linked" in lines[0]["reason"] and lines[0]["refused"], res.describe()
+
+
+def test_script_chain_in_the_tree_is_refused(script_chain, run_guarded):
+    res = run_guarded([], ["sh", "-c", f"{script_chain}; echo sh=$?"])
+    assert "unguarded ran" not in res.stdout and "sh=126" in res.stdout, res.describe()
+    assert len([p for p in unguarded_lines(res) if p["refused"]]) == 1, res.describe()
+
+
+def test_script_chain_runs_in_audit_mode(script_chain, run_guarded):
+    res = run_guarded(["--audit"], [script_chain])
+    assert res.returncode == 0 and res.stdout == "unguarded ran\n", res.describe()
+    lines = unguarded_lines(res)
+    assert len(lines) == 1 and "statically linked" in lines[0]["reason"], res.describe()
 
 
 # ---- execute-only files (mode 0111): checked as an unprivileged user, since root reads anything

@@ -62,8 +62,10 @@ pub const UNREADABLE: &str =
 pub const NO_WORKING_DIRECTORY: &str =
     "relative path in a working directory that cannot be determined: the guard cannot check the program";
 
-/// The files checked for one exec: the program and one `#!` interpreter.
-const MAX_CHAIN: usize = 2;
+/// The most files the kernel runs for one exec: the program and its chain of `#!`
+/// interpreters (it fails with `ELOOP` after a handful: `BINPRM_MAX_RECURSION`, 4 rewrites).
+/// A longer chain never runs, so the check stops there.
+const MAX_CHAIN: usize = 8;
 
 /// What opening a file for the check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +91,8 @@ pub trait ProgramFiles {
 }
 
 /// Why the guard cannot enter the program at `path` (a C string), following its `#!`
-/// interpreter. A relative interpreter path is opened like the program's, in the directory the
-/// exec will run in.
+/// interpreters as the kernel does (a script's interpreter may be a script itself). A relative
+/// interpreter path is opened like the program's, in the directory the exec will run in.
 /// None: the guard can enter it, or the kernel will refuse it.
 pub fn unguarded_reason(files: &mut dyn ProgramFiles, path: &[u8]) -> Option<&'static str> {
     let mut head = [0u8; 256];
@@ -279,4 +281,108 @@ pub fn library_problem(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files by name: (path without NUL, mode, contents); None contents: execute-only.
+    struct Fake<'a> {
+        files: &'a [(&'a str, u32, Option<&'a [u8]>)],
+        open: Option<&'a [u8]>,
+        opened: usize,
+    }
+
+    impl ProgramFiles for Fake<'_> {
+        fn open(&mut self, path: &[u8]) -> Opened {
+            self.opened += 1;
+            self.open = None;
+            let name = &path[..path.len() - 1];
+            match self.files.iter().find(|f| f.0.as_bytes() == name) {
+                Some(&(_, mode, Some(data))) => {
+                    self.open = Some(data);
+                    Opened::File { mode, caps: false }
+                }
+                Some(&(_, _, None)) => Opened::Unreadable,
+                None => Opened::Other,
+            }
+        }
+
+        fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
+            let data = self.open.unwrap_or(&[]);
+            let from = (off as usize).min(data.len());
+            let n = buf.len().min(data.len() - from);
+            buf[..n].copy_from_slice(&data[from..from + n]);
+            n
+        }
+    }
+
+    fn check(files: &[(&str, u32, Option<&[u8]>)], path: &str) -> (Option<&'static str>, usize) {
+        let mut fake = Fake {
+            files,
+            open: None,
+            opened: 0,
+        };
+        let mut c = path.as_bytes().to_vec();
+        c.push(0);
+        (unguarded_reason(&mut fake, &c), fake.opened)
+    }
+
+    /// A static x86-64 or aarch64 ELF header: no program headers, so no PT_INTERP.
+    fn static_elf() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[18..20].copy_from_slice(&OUR_MACHINE.to_le_bytes());
+        h[54..56].copy_from_slice(&56u16.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn script_chains_are_followed_to_the_end() {
+        let elf = static_elf();
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/a", 0o755, Some(b"#!/b -x\n")),
+            ("/b", 0o755, Some(b"#! /c\n")),
+            ("/c", 0o755, Some(b"#!/d\n")),
+            ("/d", 0o755, Some(&elf)),
+        ];
+        let (why, opened) = check(files, "/a");
+        assert!(
+            why.is_some_and(|w| w.contains("statically linked")),
+            "{why:?}"
+        );
+        assert_eq!(opened, 4);
+        assert_eq!(check(files, "/c").0, why);
+    }
+
+    #[test]
+    fn a_loop_of_scripts_stops() {
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/a", 0o755, Some(b"#!/b\n")),
+            ("/b", 0o755, Some(b"#!/a\n")),
+        ];
+        assert_eq!(check(files, "/a"), (None, MAX_CHAIN));
+    }
+
+    #[test]
+    fn unreadable_programs_and_interpreters_are_not_guardable() {
+        let files: &[(&str, u32, Option<&[u8]>)] =
+            &[("/s", 0o755, Some(b"#!/x\n")), ("/x", 0o111, None)];
+        assert_eq!(check(files, "/x").0, Some(UNREADABLE));
+        assert_eq!(check(files, "/s").0, Some(UNREADABLE));
+        assert_eq!(check(files, "/missing").0, None);
+    }
+
+    #[test]
+    fn a_setuid_interpreter_counts() {
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/s", 0o755, Some(b"#!/t\n")),
+            ("/t", 0o755, Some(b"#!/u\n")),
+            ("/u", 0o4755, Some(b"\x7fELF")),
+        ];
+        assert!(check(files, "/s").0.is_some_and(|w| w.contains("setuid")));
+    }
 }
