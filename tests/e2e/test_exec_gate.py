@@ -1,6 +1,7 @@
 """The exec gate's harder cases: programs the library cannot enter must be found however they
-are started: `#!` chains several interpreters deep, execute-only files (which cannot be read to
-check them). Loopback only: nothing here sends anywhere."""
+are started: a relative program spawned after a posix_spawn file action changed the child's
+working directory, `#!` chains several interpreters deep, execute-only files (which cannot be
+read to check them). Loopback only: nothing here sends anywhere."""
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import finish, guarded_env, load_report, spawn
+from conftest import PROGS, finish, guarded_env, load_report, spawn
 
 EACCES = 13
 HELLO = '#include <stdio.h>\nint main(void){puts("unguarded ran");return 0;}\n'
@@ -39,6 +40,48 @@ def dynamic_prog(build_dir):
 
 def unguarded_lines(res):
     return [p for p in res.lines("process") if p["guarded"] is False]
+
+
+# ---- posix_spawn after a file action that changes the child's working directory
+
+
+@pytest.fixture(scope="module")
+def spawn_chdir(compile_c):
+    return compile_c(PROGS / "spawn_chdir.c", "spawn_chdir")
+
+
+@pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
+def test_relative_program_after_a_chdir_action_is_refused(how, spawn_chdir, static_prog, run_guarded):
+    # The parent's directory has no such file: only the child's directory has it.
+    res = run_guarded([], [spawn_chdir, how, static_prog.parent, static_prog.name], cwd="/")
+    assert res.stdout == f"spawn refused {EACCES}\n", res.describe()
+    lines = unguarded_lines(res)
+    assert len(lines) == 1 and "statically linked" in lines[0]["reason"] and lines[0]["refused"], res.describe()
+    assert res.returncode == 3, res.describe()
+
+
+@pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
+def test_relative_program_after_a_chdir_action_runs_in_audit_mode(how, spawn_chdir, static_prog, run_guarded):
+    res = run_guarded(["--audit"], [spawn_chdir, how, static_prog.parent, static_prog.name], cwd="/")
+    assert res.stdout == "unguarded ran\nchild ran 0\n", res.describe()
+    lines = unguarded_lines(res)
+    assert len(lines) == 1 and "statically linked" in lines[0]["reason"] and not lines[0]["refused"], res.describe()
+
+
+@pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
+def test_guardable_relative_program_after_a_chdir_action_runs(how, spawn_chdir, dynamic_prog, run_guarded):
+    res = run_guarded([], [spawn_chdir, how, dynamic_prog.parent, dynamic_prog.name], cwd="/")
+    assert res.stdout == "unguarded ran\nchild ran 0\n", res.describe()
+    assert unguarded_lines(res) == [] and res.returncode == 0, res.describe()
+
+
+def test_child_directory_that_cannot_be_determined_fails_closed(spawn_chdir, dynamic_prog, run_guarded):
+    # fchdir to a descriptor that only the child's file actions open: the gate cannot know the
+    # directory, so block mode refuses rather than guess.
+    res = run_guarded([], [spawn_chdir, "open-fchdir", dynamic_prog.parent, dynamic_prog.name], cwd="/")
+    assert res.stdout == f"spawn refused {EACCES}\n", res.describe()
+    lines = unguarded_lines(res)
+    assert len(lines) == 1 and "working directory" in lines[0]["reason"] and lines[0]["refused"], res.describe()
 
 
 # ---- #! chains

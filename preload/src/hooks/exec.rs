@@ -694,6 +694,168 @@ pub unsafe extern "C" fn execveat(
 /// Relative paths resolved in the working directory of this process.
 const CWD: Option<c_int> = Some(libc::AT_FDCWD);
 
+/// glibc's `posix_spawn_file_actions_t` (2.29 and later), whose fields libc keeps private.
+#[repr(C)]
+struct FileActions {
+    allocated: c_int,
+    used: c_int,
+    actions: *const SpawnAction,
+    pad: [c_int; 16],
+}
+
+/// glibc's `struct __spawn_action` (spawn_int.h): a tag, then a union of the arguments.
+#[repr(C)]
+struct SpawnAction {
+    tag: c_int,
+    args: ActionArgs,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Fds {
+    fd: c_int,
+    newfd: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenArgs {
+    fd: c_int,
+    path: *const c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+}
+
+#[repr(C)]
+union ActionArgs {
+    fds: Fds,
+    open: OpenArgs,
+    path: *const c_char,
+}
+
+const _: () = assert!(std::mem::size_of::<SpawnAction>() == 32);
+const _: () = assert!(
+    std::mem::size_of::<FileActions>() == std::mem::size_of::<posix_spawn_file_actions_t>()
+);
+
+const SPAWN_DO_CLOSE: c_int = 0;
+const SPAWN_DO_DUP2: c_int = 1;
+const SPAWN_DO_OPEN: c_int = 2;
+const SPAWN_DO_CHDIR: c_int = 3;
+const SPAWN_DO_FCHDIR: c_int = 4;
+const SPAWN_DO_CLOSEFROM: c_int = 5;
+const SPAWN_DO_TCSETPGRP: c_int = 6;
+
+/// The working directory a spawned child will exec in, after its file actions' last
+/// `chdir`/`fchdir`: this process's own, a directory opened here to stand for it, or unknown
+/// (the gate then fails closed on relative paths).
+struct ChildDir {
+    at: Option<c_int>,
+    owned: bool,
+}
+
+impl ChildDir {
+    fn at(&self) -> Option<c_int> {
+        self.at
+    }
+
+    fn set(&mut self, at: Option<c_int>, owned: bool) {
+        self.release();
+        self.at = at;
+        self.owned = owned;
+    }
+
+    fn release(&mut self) {
+        if let (Some(fd), true) = (self.at, self.owned) {
+            // SAFETY: a descriptor this struct opened.
+            unsafe { libc::close(fd) };
+        }
+        self.owned = false;
+    }
+
+    /// Follows the chdir and fchdir actions of `actions` without changing this process's
+    /// directory: each is opened (`O_PATH`) relative to the one before.
+    ///
+    /// # Safety
+    /// `actions` must be null or initialised by `posix_spawn_file_actions_init`.
+    unsafe fn of(actions: *const posix_spawn_file_actions_t) -> ChildDir {
+        let mut dir = ChildDir {
+            at: CWD,
+            owned: false,
+        };
+        if actions.is_null() || guard::active() {
+            return dir;
+        }
+        // SAFETY: glibc's layout of an initialised posix_spawn_file_actions_t.
+        let fa = unsafe { &*actions.cast::<FileActions>() };
+        if fa.used <= 0 {
+            return dir;
+        }
+        if fa.actions.is_null() || fa.used > fa.allocated {
+            dir.set(None, false);
+            return dir;
+        }
+        // SAFETY: glibc keeps `used` initialised actions at `actions`.
+        let list = unsafe { std::slice::from_raw_parts(fa.actions, fa.used as usize) };
+        for (i, action) in list.iter().enumerate() {
+            match action.tag {
+                SPAWN_DO_CHDIR => {
+                    // SAFETY: a chdir action holds a NUL-terminated path (glibc's copy).
+                    let path = unsafe { action.args.path };
+                    if path.is_null() {
+                        dir.set(None, false);
+                        continue;
+                    }
+                    // SAFETY: a non-null path is a NUL-terminated string: its first byte.
+                    let absolute = unsafe { *path } == b'/' as c_char;
+                    let Some(base) = (if absolute { CWD } else { dir.at() }) else {
+                        continue; // relative to a directory already unknown
+                    };
+                    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+                    // SAFETY: a NUL-terminated path; openat is not hooked.
+                    let fd = unsafe { libc::openat(base, path, flags) };
+                    if fd < 0 {
+                        dir.set(None, false);
+                    } else {
+                        dir.set(Some(fd), true);
+                    }
+                }
+                SPAWN_DO_FCHDIR => {
+                    // SAFETY: an fchdir action holds its descriptor first.
+                    let fd = unsafe { action.args.fds.fd };
+                    // A descriptor an earlier action replaced or closed is not ours to open.
+                    let changed = list[..i].iter().any(|a| {
+                        // SAFETY: each tag says which member of the union is set.
+                        unsafe {
+                            match a.tag {
+                                SPAWN_DO_CLOSE => a.args.fds.fd == fd,
+                                SPAWN_DO_DUP2 => a.args.fds.newfd == fd && a.args.fds.fd != fd,
+                                SPAWN_DO_OPEN => a.args.open.fd == fd,
+                                SPAWN_DO_CLOSEFROM => a.args.fds.fd <= fd,
+                                _ => false,
+                            }
+                        }
+                    });
+                    let usable = !changed
+                        // SAFETY: F_GETFD only asks about the descriptor.
+                        && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                    dir.set(usable.then_some(fd), false);
+                }
+                SPAWN_DO_CLOSE | SPAWN_DO_DUP2 | SPAWN_DO_OPEN | SPAWN_DO_CLOSEFROM
+                | SPAWN_DO_TCSETPGRP => {}
+                _ => dir.set(None, false), // an action this code does not know
+            }
+        }
+        dir
+    }
+}
+
+impl Drop for ChildDir {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// # Safety
 /// Called by C with posix_spawn(3)'s arguments.
 #[no_mangle]
@@ -705,8 +867,11 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's file actions (null or initialised by posix_spawn_file_actions_init).
+    let dir = unsafe { ChildDir::of(actions) };
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv.cast(), true, CWD) };
+    let gate = unsafe { gate(path, false, argv.cast(), true, dir.at()) };
+    drop(dir);
     if gate == Gate::Refuse {
         return REFUSED_EXEC_ERRNO;
     }
@@ -737,8 +902,11 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's file actions (null or initialised by posix_spawn_file_actions_init).
+    let dir = unsafe { ChildDir::of(actions) };
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv.cast(), true, CWD) };
+    let gate = unsafe { gate(file, true, argv.cast(), true, dir.at()) };
+    drop(dir);
     if gate == Gate::Refuse {
         return REFUSED_EXEC_ERRNO;
     }
