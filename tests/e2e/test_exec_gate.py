@@ -1,7 +1,8 @@
 """The exec gate's harder cases: programs the library cannot enter must be found however they
 are started: a relative program spawned after a posix_spawn file action changed the child's
 working directory, `#!` chains several interpreters deep, execute-only files (which cannot be
-read to check them). Loopback only: nothing here sends anywhere."""
+read to check them), and Go programs without a build-id note. Loopback only: nothing here sends
+anywhere."""
 import os
 import shutil
 import subprocess
@@ -173,3 +174,32 @@ def test_execute_only_program_in_the_tree_is_refused(egress_bin, shared_dir, exe
     assert "unguarded ran" not in out and "sh=126" in out, (rc, out, err)
     assert len(lines) == 1 and "cannot be read to check it" in lines[0]["reason"] and lines[0]["refused"], lines
     assert rc == 3, (rc, out, err)
+
+
+# ---- Go programs without a build-id note
+
+
+@pytest.fixture(scope="module")
+def go_without_buildid(build_dir):
+    if not shutil.which("go"):
+        pytest.skip("go is not installed (Debian package golang-go)")
+    out = build_dir / "godial-no-buildid"
+    env = {**os.environ, "HOME": str(build_dir), "GOCACHE": str(build_dir / "gocache"),
+           "GOPATH": str(build_dir / "gopath"), "GOFLAGS": "", "GOPROXY": "off", "CGO_ENABLED": "1"}
+    r = subprocess.run(["go", "build", "-ldflags=-buildid=", "-o", str(out), str(PROGS / "godial.go")],
+                       capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        pytest.skip(f"go build failed here: {r.stderr[:300]}")
+    data = out.read_bytes()
+    assert b"ld-linux" in data[:4096], "not the cgo-dynamic build this case needs"
+    if shutil.which("readelf"):
+        notes = subprocess.run(["readelf", "-n", str(out)], capture_output=True, text=True).stdout
+        assert "GO BUILDID" not in notes and "Go" not in notes.split(), "the build still has a Go note"
+    return out
+
+
+def test_go_program_without_a_buildid_note_is_refused(go_without_buildid, loopback, run_guarded):
+    res = run_guarded([], [go_without_buildid, loopback.tcp1.port])
+    assert res.returncode == 126 and res.stdout == "", res.describe()
+    lines = unguarded_lines(res)
+    assert len(lines) == 1 and "Go program" in lines[0]["reason"] and lines[0]["refused"], res.describe()

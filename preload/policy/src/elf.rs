@@ -178,6 +178,12 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
     let phoff = u64_at(h, 32);
     let phentsize = u64::from(u16_at(h, 54));
     let phnum = u64::from(u16_at(h, 56)).min(256);
+    let sections = Sections {
+        off: u64_at(h, 40),
+        entsize: u64::from(u16_at(h, 58)),
+        num: u64::from(u16_at(h, 60)),
+        strndx: u64::from(u16_at(h, 62)),
+    };
     if phentsize < 56 {
         return Program::Unknown;
     }
@@ -195,7 +201,9 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
             _ => {}
         }
     }
-    if go {
+    // A Go program built without a build-id note (`-ldflags=-buildid=`) still has its build
+    // information section (the `head` buffer is free now: this is not a script).
+    if go || has_go_buildinfo(read_at, &sections, head) {
         return Program::Unguarded(
             "Go program: it makes system calls directly, which the guard library does not see",
         );
@@ -216,6 +224,77 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
     } else {
         Program::Unguarded(UNKNOWN_LOADER)
     }
+}
+
+const GO_BUILDINFO: &[u8] = b".go.buildinfo\0";
+const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+/// How much of the section-name table is searched for the Go section's name.
+const MAX_SHSTRTAB: u64 = 64 * 1024;
+
+/// Where the section headers are (ELF header fields e_shoff, e_shentsize, e_shnum, e_shstrndx).
+struct Sections {
+    off: u64,
+    entsize: u64,
+    num: u64,
+    strndx: u64,
+}
+
+/// The offset and size of section `i`.
+fn section(
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    s: &Sections,
+    i: u64,
+) -> Option<(u32, u64, u64)> {
+    let mut sh = [0u8; 64];
+    let at = s.off.checked_add(i.checked_mul(s.entsize)?)?;
+    (read_at(at, &mut sh) == 64).then(|| (u32_at(&sh, 0), u64_at(&sh, 24), u64_at(&sh, 32)))
+}
+
+/// True when the file has a `.go.buildinfo` section that starts with Go's build information
+/// magic. Two or three reads for other programs: the section-name table's header and the
+/// table itself (where the name is looked for); only a file that has the name gets its section
+/// headers read.
+fn has_go_buildinfo(
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    s: &Sections,
+    scratch: &mut [u8; 256],
+) -> bool {
+    if s.off == 0 || s.entsize < 64 || s.num == 0 || s.strndx >= s.num {
+        return false;
+    }
+    let Some((_, str_off, str_size)) = section(read_at, s, s.strndx) else {
+        return false;
+    };
+    // The name's offset in the table: chunks overlap by the name's length.
+    let limit = str_size.min(MAX_SHSTRTAB);
+    let step = (scratch.len() - GO_BUILDINFO.len()) as u64;
+    let mut name_at = None;
+    let mut at = 0;
+    while at < limit && name_at.is_none() {
+        let want = (limit - at).min(scratch.len() as u64) as usize;
+        let n = read_at(str_off + at, &mut scratch[..want]);
+        name_at = scratch[..n]
+            .windows(GO_BUILDINFO.len())
+            .position(|w| w == GO_BUILDINFO)
+            .map(|i| at + i as u64);
+        if n < want {
+            break;
+        }
+        at += step;
+    }
+    let Some(name_at) = name_at else {
+        return false;
+    };
+    for i in 0..s.num.min(1024) {
+        let Some((name, off, size)) = section(read_at, s, i) else {
+            return false;
+        };
+        if u64::from(name) == name_at && size >= GO_BUILDINFO_MAGIC.len() as u64 {
+            let magic = &mut scratch[..GO_BUILDINFO_MAGIC.len()];
+            return read_at(off, magic) == magic.len() && magic == GO_BUILDINFO_MAGIC;
+        }
+    }
+    false
 }
 
 /// True when the note segment at `off..off+size` holds a Go build-id note.
@@ -338,6 +417,45 @@ mod tests {
         h[18..20].copy_from_slice(&OUR_MACHINE.to_le_bytes());
         h[54..56].copy_from_slice(&56u16.to_le_bytes());
         h
+    }
+
+    /// `static_elf` with section headers: a name table and a `.go.buildinfo` section holding
+    /// `content`.
+    fn elf_with_buildinfo(content: &[u8]) -> Vec<u8> {
+        let mut f = static_elf();
+        f.resize(1024, 0);
+        let (shoff, strtab, info) = (256usize, 512usize, 600usize);
+        f[40..48].copy_from_slice(&(shoff as u64).to_le_bytes());
+        f[58..60].copy_from_slice(&64u16.to_le_bytes());
+        f[60..62].copy_from_slice(&3u16.to_le_bytes());
+        f[62..64].copy_from_slice(&1u16.to_le_bytes());
+        let names = b"\0.shstrtab\0.go.buildinfo\0";
+        f[strtab..strtab + names.len()].copy_from_slice(names);
+        f[info..info + content.len()].copy_from_slice(content);
+        for (i, name, off, size) in [
+            (1, 1u32, strtab, names.len()),
+            (2, 11u32, info, content.len()),
+        ] {
+            let sh = shoff + i * 64;
+            f[sh..sh + 4].copy_from_slice(&name.to_le_bytes());
+            f[sh + 24..sh + 32].copy_from_slice(&(off as u64).to_le_bytes());
+            f[sh + 32..sh + 40].copy_from_slice(&(size as u64).to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn go_is_found_by_its_build_information_section() {
+        let go = elf_with_buildinfo(b"\xff Go buildinf:\x08\x02");
+        let files: &[(&str, u32, Option<&[u8]>)] = &[("/go", 0o755, Some(&go))];
+        assert!(check(files, "/go")
+            .0
+            .is_some_and(|w| w.contains("Go program")));
+        let other = elf_with_buildinfo(b"something else..");
+        let files: &[(&str, u32, Option<&[u8]>)] = &[("/c", 0o755, Some(&other))];
+        assert!(check(files, "/c")
+            .0
+            .is_some_and(|w| w.contains("statically linked")));
     }
 
     #[test]
