@@ -228,8 +228,9 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
 
 const GO_BUILDINFO: &[u8] = b".go.buildinfo\0";
 const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
-/// How much of the section-name table is searched for the Go section's name.
-const MAX_SHSTRTAB: u64 = 64 * 1024;
+/// How much of the section-name table is searched for the Go section's name (at most 34 reads
+/// of 256 bytes; real tables hold a few hundred bytes).
+const MAX_SHSTRTAB: u64 = 8 * 1024;
 
 /// Where the section headers are (ELF header fields e_shoff, e_shentsize, e_shnum, e_shstrndx).
 struct Sections {
