@@ -2,11 +2,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use egress_policy::elf::{classify, secure_exec_reason, Program};
+use egress_policy::elf::{unguarded_reason, Opened, ProgramFiles};
 
 /// Finds COMMAND the way execvp does: a name with a '/' is a path, others are looked up in PATH.
 pub fn resolve(program: &OsStr) -> Option<PathBuf> {
@@ -59,14 +61,75 @@ impl<'a> Head<'a> {
     }
 }
 
-fn has_file_caps(path: &Path) -> bool {
+/// The launcher's side of the check: files opened with std, their first page cached.
+struct LauncherFiles {
+    file: Option<File>,
+    page: Vec<u8>,
+}
+
+impl ProgramFiles for LauncherFiles {
+    fn open(&mut self, path: &[u8]) -> Opened {
+        self.file = None;
+        self.page.clear();
+        let bytes = path.strip_suffix(b"\0").unwrap_or(path);
+        let path = Path::new(OsStr::from_bytes(bytes));
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::PermissionDenied && executable_file(path) => {
+                return Opened::Unreadable;
+            }
+            Err(_) => return Opened::Other,
+        };
+        let Ok(meta) = file.metadata() else {
+            return Opened::Other;
+        };
+        if !meta.is_file() {
+            return Opened::Other;
+        }
+        let caps = has_file_caps(&file);
+        self.page.resize(4096, 0);
+        let len = file.read_at(&mut self.page, 0).unwrap_or(0);
+        self.page.truncate(len);
+        self.file = Some(file);
+        Opened::File {
+            mode: meta.mode(),
+            caps,
+        }
+    }
+
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
+        let cached = usize::try_from(off).ok().and_then(|at| {
+            let end = at.checked_add(buf.len())?;
+            self.page.get(at..end)
+        });
+        match (cached, &self.file) {
+            (Some(cached), _) => {
+                buf.copy_from_slice(cached);
+                buf.len()
+            }
+            (None, Some(file)) => file.read_at(buf, off).unwrap_or(0),
+            (None, None) => 0,
+        }
+    }
+}
+
+/// A regular file this process may execute (by its effective ids, as exec decides).
+fn executable_file(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: a NUL-terminated path and name; a null buffer of size 0 only asks for the size.
+    // SAFETY: a NUL-terminated path; faccessat only reads it.
+    let may_exec =
+        unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } == 0;
+    may_exec && path.metadata().is_ok_and(|m| m.is_file())
+}
+
+fn has_file_caps(file: &File) -> bool {
+    // SAFETY: our own descriptor and a NUL-terminated name; a null buffer of size 0 only asks
+    // for the size.
     unsafe {
-        libc::getxattr(
-            c.as_ptr(),
+        libc::fgetxattr(
+            file.as_raw_fd(),
             c"security.capability".as_ptr(),
             std::ptr::null_mut(),
             0,
@@ -74,28 +137,15 @@ fn has_file_caps(path: &Path) -> bool {
     }
 }
 
-/// Why the guard cannot enter the program at `path` (following one `#!` interpreter).
+/// Why the guard cannot enter the program at `path` (following its `#!` interpreters).
 pub fn reason(path: &Path) -> Option<&'static str> {
-    reason_at(path, 0)
-}
-
-fn reason_at(path: &Path, depth: u32) -> Option<&'static str> {
-    let file = File::open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    if let Some(why) = secure_exec_reason(meta.mode(), has_file_caps(path)) {
-        return Some(why);
-    }
-    let mut head = [0u8; 256];
-    let cache = Head::new(&file);
-    let mut read_at = |off: u64, buf: &mut [u8]| cache.read_at(off, buf);
-    match classify(&mut read_at, &mut head) {
-        Program::Unguarded(why) => Some(why),
-        Program::Script { start, end } if depth == 0 => {
-            let interp = PathBuf::from(OsStr::from_bytes(&head[start..end]));
-            reason_at(&interp, 1)
-        }
-        _ => None,
-    }
+    let mut c = path.as_os_str().as_bytes().to_vec();
+    c.push(0);
+    let mut files = LauncherFiles {
+        file: None,
+        page: Vec::new(),
+    };
+    unguarded_reason(&mut files, &c)
 }
 
 #[cfg(test)]

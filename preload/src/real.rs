@@ -131,6 +131,7 @@ pub static EXECLE: Real = Real::new(b"execle\0");
 pub static EXECLP: Real = Real::new(b"execlp\0");
 pub static SYSTEM: Real = Real::new(b"system\0");
 pub static POPEN: Real = Real::new(b"popen\0");
+pub static WORDEXP: Real = Real::new(b"wordexp\0");
 pub static EXECVEAT: Real = Real::new(b"execveat\0");
 pub static SOCKET: Real = Real::new(b"socket\0");
 pub static CLOSE: Real = Real::new(b"close\0");

@@ -73,13 +73,14 @@ def cleared_shell(compile_c):
     return compile_c(PROGS / "cleared_shell.c", "cleared_shell")
 
 
-@pytest.mark.parametrize("how", ["system", "popen"])
+@pytest.mark.parametrize("how", ["system", "popen", "wordexp"])
 @pytest.mark.parametrize("mode", ["block", "audit"])
 def test_shell_after_clearenv_is_guarded(how, mode, cleared_shell, connector, loopback, run_guarded):
-    # glibc's system/popen spawn the shell internally (no exec hook sees it) with the current
-    # environ; after clearenv() that environ has neither LD_PRELOAD nor the policy locator.
+    # glibc's system/popen/wordexp spawn the shell internally (no exec hook sees it) with the
+    # current environ; after clearenv() that environ has neither LD_PRELOAD nor the locator.
     port = loopback.tcp1.port
-    res = run_guarded([] if mode == "block" else ["--audit"], [cleared_shell, how, f"{connector} {port}"])
+    command = f"$({connector} {port})" if how == "wordexp" else f"{connector} {port}"
+    res = run_guarded([] if mode == "block" else ["--audit"], [cleared_shell, how, command])
     assert res.stdout == ("errno 13\n" if mode == "block" else "connected\n"), res.describe()
     conns = res.attempts("connect", addr="127.0.0.1", port=port)
     assert [c["decision"] for c in conns] == ["deny"], res.describe()

@@ -52,6 +52,80 @@ pub fn secure_exec_reason(mode: u32, has_file_caps: bool) -> Option<&'static str
     }
 }
 
+/// Why a program that cannot be read is not run as if guardable (an execute-only file: the
+/// kernel can run it, but the guard cannot look inside).
+pub const UNREADABLE: &str =
+    "program that cannot be read to check it (execute-only): the guard cannot tell whether it can enter it";
+
+/// Why a relative path is not checked when the directory it will be resolved in is unknown
+/// (a spawn whose file actions change to a directory the guard cannot follow).
+pub const NO_WORKING_DIRECTORY: &str =
+    "relative path in a working directory that cannot be determined: the guard cannot check the program";
+
+/// The most files the kernel runs for one exec: the program and its chain of `#!`
+/// interpreters (it fails with `ELOOP` after a handful: `BINPRM_MAX_RECURSION`, 4 rewrites).
+/// A longer chain never runs, so the check stops there.
+const MAX_CHAIN: usize = 8;
+
+/// What opening a file for the check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// A regular file, open for reading: its mode bits and whether it has file capabilities.
+    File { mode: u32, caps: bool },
+    /// A regular file the caller may execute but not read.
+    Unreadable,
+    /// A relative path whose directory cannot be determined.
+    Undetermined,
+    /// Anything else (missing, not executable, not a regular file): the kernel answers the
+    /// exec itself.
+    Other,
+}
+
+/// The files a check reads, opened one at a time.
+pub trait ProgramFiles {
+    /// Opens `path` (a C string: its last byte is the NUL) for the reads that follow, in
+    /// place of the file opened before.
+    fn open(&mut self, path: &[u8]) -> Opened;
+    /// As `pread` on the open file: fills `buf` from `off`; returns the bytes read.
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize;
+}
+
+/// Why the guard cannot enter the program at `path` (a C string), following its `#!`
+/// interpreters as the kernel does (a script's interpreter may be a script itself). A relative
+/// interpreter path is opened like the program's, in the directory the exec will run in.
+/// None: the guard can enter it, or the kernel will refuse it.
+pub fn unguarded_reason(files: &mut dyn ProgramFiles, path: &[u8]) -> Option<&'static str> {
+    let mut head = [0u8; 256];
+    let mut interp = [0u8; 257];
+    let mut interp_len = 0;
+    for depth in 0..MAX_CHAIN {
+        let opened = if depth == 0 {
+            files.open(path)
+        } else {
+            files.open(&interp[..interp_len])
+        };
+        let (mode, caps) = match opened {
+            Opened::File { mode, caps } => (mode, caps),
+            Opened::Unreadable => return Some(UNREADABLE),
+            Opened::Undetermined => return Some(NO_WORKING_DIRECTORY),
+            Opened::Other => return None,
+        };
+        if let Some(why) = secure_exec_reason(mode, caps) {
+            return Some(why);
+        }
+        match classify(&mut |off, buf| files.read_at(off, buf), &mut head) {
+            Program::Unguarded(why) => return Some(why),
+            Program::Script { start, end } if end - start < interp.len() => {
+                interp[..end - start].copy_from_slice(&head[start..end]);
+                interp[end - start] = 0;
+                interp_len = end - start + 1;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -104,6 +178,12 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
     let phoff = u64_at(h, 32);
     let phentsize = u64::from(u16_at(h, 54));
     let phnum = u64::from(u16_at(h, 56)).min(256);
+    let sections = Sections {
+        off: u64_at(h, 40),
+        entsize: u64::from(u16_at(h, 58)),
+        num: u64::from(u16_at(h, 60)),
+        strndx: u64::from(u16_at(h, 62)),
+    };
     if phentsize < 56 {
         return Program::Unknown;
     }
@@ -121,7 +201,9 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
             _ => {}
         }
     }
-    if go {
+    // A Go program built without a build-id note (`-ldflags=-buildid=`) still has its build
+    // information section (the `head` buffer is free now: this is not a script).
+    if go || has_go_buildinfo(read_at, &sections, head) {
         return Program::Unguarded(
             "Go program: it makes system calls directly, which the guard library does not see",
         );
@@ -142,6 +224,78 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
     } else {
         Program::Unguarded(UNKNOWN_LOADER)
     }
+}
+
+const GO_BUILDINFO: &[u8] = b".go.buildinfo\0";
+const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+/// How much of the section-name table is searched for the Go section's name (at most 34 reads
+/// of 256 bytes; real tables hold a few hundred bytes).
+const MAX_SHSTRTAB: u64 = 8 * 1024;
+
+/// Where the section headers are (ELF header fields e_shoff, e_shentsize, e_shnum, e_shstrndx).
+struct Sections {
+    off: u64,
+    entsize: u64,
+    num: u64,
+    strndx: u64,
+}
+
+/// The offset and size of section `i`.
+fn section(
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    s: &Sections,
+    i: u64,
+) -> Option<(u32, u64, u64)> {
+    let mut sh = [0u8; 64];
+    let at = s.off.checked_add(i.checked_mul(s.entsize)?)?;
+    (read_at(at, &mut sh) == 64).then(|| (u32_at(&sh, 0), u64_at(&sh, 24), u64_at(&sh, 32)))
+}
+
+/// True when the file has a `.go.buildinfo` section that starts with Go's build information
+/// magic. Two or three reads for other programs: the section-name table's header and the
+/// table itself (where the name is looked for); only a file that has the name gets its section
+/// headers read.
+fn has_go_buildinfo(
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    s: &Sections,
+    scratch: &mut [u8; 256],
+) -> bool {
+    if s.off == 0 || s.entsize < 64 || s.num == 0 || s.strndx >= s.num {
+        return false;
+    }
+    let Some((_, str_off, str_size)) = section(read_at, s, s.strndx) else {
+        return false;
+    };
+    // The name's offset in the table: chunks overlap by the name's length.
+    let limit = str_size.min(MAX_SHSTRTAB);
+    let step = (scratch.len() - GO_BUILDINFO.len()) as u64;
+    let mut name_at = None;
+    let mut at = 0;
+    while at < limit && name_at.is_none() {
+        let want = (limit - at).min(scratch.len() as u64) as usize;
+        let n = read_at(str_off + at, &mut scratch[..want]);
+        name_at = scratch[..n]
+            .windows(GO_BUILDINFO.len())
+            .position(|w| w == GO_BUILDINFO)
+            .map(|i| at + i as u64);
+        if n < want {
+            break;
+        }
+        at += step;
+    }
+    let Some(name_at) = name_at else {
+        return false;
+    };
+    for i in 0..s.num.min(1024) {
+        let Some((name, off, size)) = section(read_at, s, i) else {
+            return false;
+        };
+        if u64::from(name) == name_at && size >= GO_BUILDINFO_MAGIC.len() as u64 {
+            let magic = &mut scratch[..GO_BUILDINFO_MAGIC.len()];
+            return read_at(off, magic) == magic.len() && magic == GO_BUILDINFO_MAGIC;
+        }
+    }
+    false
 }
 
 /// True when the note segment at `off..off+size` holds a Go build-id note.
@@ -207,4 +361,147 @@ pub fn library_problem(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files by name: (path without NUL, mode, contents); None contents: execute-only.
+    struct Fake<'a> {
+        files: &'a [(&'a str, u32, Option<&'a [u8]>)],
+        open: Option<&'a [u8]>,
+        opened: usize,
+    }
+
+    impl ProgramFiles for Fake<'_> {
+        fn open(&mut self, path: &[u8]) -> Opened {
+            self.opened += 1;
+            self.open = None;
+            let name = &path[..path.len() - 1];
+            match self.files.iter().find(|f| f.0.as_bytes() == name) {
+                Some(&(_, mode, Some(data))) => {
+                    self.open = Some(data);
+                    Opened::File { mode, caps: false }
+                }
+                Some(&(_, _, None)) => Opened::Unreadable,
+                None => Opened::Other,
+            }
+        }
+
+        fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
+            let data = self.open.unwrap_or(&[]);
+            let from = (off as usize).min(data.len());
+            let n = buf.len().min(data.len() - from);
+            buf[..n].copy_from_slice(&data[from..from + n]);
+            n
+        }
+    }
+
+    fn check(files: &[(&str, u32, Option<&[u8]>)], path: &str) -> (Option<&'static str>, usize) {
+        let mut fake = Fake {
+            files,
+            open: None,
+            opened: 0,
+        };
+        let mut c = path.as_bytes().to_vec();
+        c.push(0);
+        (unguarded_reason(&mut fake, &c), fake.opened)
+    }
+
+    /// A static x86-64 or aarch64 ELF header: no program headers, so no PT_INTERP.
+    fn static_elf() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[18..20].copy_from_slice(&OUR_MACHINE.to_le_bytes());
+        h[54..56].copy_from_slice(&56u16.to_le_bytes());
+        h
+    }
+
+    /// `static_elf` with section headers: a name table and a `.go.buildinfo` section holding
+    /// `content`.
+    fn elf_with_buildinfo(content: &[u8]) -> Vec<u8> {
+        let mut f = static_elf();
+        f.resize(1024, 0);
+        let (shoff, strtab, info) = (256usize, 512usize, 600usize);
+        f[40..48].copy_from_slice(&(shoff as u64).to_le_bytes());
+        f[58..60].copy_from_slice(&64u16.to_le_bytes());
+        f[60..62].copy_from_slice(&3u16.to_le_bytes());
+        f[62..64].copy_from_slice(&1u16.to_le_bytes());
+        let names = b"\0.shstrtab\0.go.buildinfo\0";
+        f[strtab..strtab + names.len()].copy_from_slice(names);
+        f[info..info + content.len()].copy_from_slice(content);
+        for (i, name, off, size) in [
+            (1, 1u32, strtab, names.len()),
+            (2, 11u32, info, content.len()),
+        ] {
+            let sh = shoff + i * 64;
+            f[sh..sh + 4].copy_from_slice(&name.to_le_bytes());
+            f[sh + 24..sh + 32].copy_from_slice(&(off as u64).to_le_bytes());
+            f[sh + 32..sh + 40].copy_from_slice(&(size as u64).to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn go_is_found_by_its_build_information_section() {
+        let go = elf_with_buildinfo(b"\xff Go buildinf:\x08\x02");
+        let files: &[(&str, u32, Option<&[u8]>)] = &[("/go", 0o755, Some(&go))];
+        assert!(check(files, "/go")
+            .0
+            .is_some_and(|w| w.contains("Go program")));
+        let other = elf_with_buildinfo(b"something else..");
+        let files: &[(&str, u32, Option<&[u8]>)] = &[("/c", 0o755, Some(&other))];
+        assert!(check(files, "/c")
+            .0
+            .is_some_and(|w| w.contains("statically linked")));
+    }
+
+    #[test]
+    fn script_chains_are_followed_to_the_end() {
+        let elf = static_elf();
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/a", 0o755, Some(b"#!/b -x\n")),
+            ("/b", 0o755, Some(b"#! /c\n")),
+            ("/c", 0o755, Some(b"#!/d\n")),
+            ("/d", 0o755, Some(&elf)),
+        ];
+        let (why, opened) = check(files, "/a");
+        assert!(
+            why.is_some_and(|w| w.contains("statically linked")),
+            "{why:?}"
+        );
+        assert_eq!(opened, 4);
+        assert_eq!(check(files, "/c").0, why);
+    }
+
+    #[test]
+    fn a_loop_of_scripts_stops() {
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/a", 0o755, Some(b"#!/b\n")),
+            ("/b", 0o755, Some(b"#!/a\n")),
+        ];
+        assert_eq!(check(files, "/a"), (None, MAX_CHAIN));
+    }
+
+    #[test]
+    fn unreadable_programs_and_interpreters_are_not_guardable() {
+        let files: &[(&str, u32, Option<&[u8]>)] =
+            &[("/s", 0o755, Some(b"#!/x\n")), ("/x", 0o111, None)];
+        assert_eq!(check(files, "/x").0, Some(UNREADABLE));
+        assert_eq!(check(files, "/s").0, Some(UNREADABLE));
+        assert_eq!(check(files, "/missing").0, None);
+    }
+
+    #[test]
+    fn a_setuid_interpreter_counts() {
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/s", 0o755, Some(b"#!/t\n")),
+            ("/t", 0o755, Some(b"#!/u\n")),
+            ("/u", 0o4755, Some(b"\x7fELF")),
+        ];
+        assert!(check(files, "/s").0.is_some_and(|w| w.contains("setuid")));
+    }
 }

@@ -41,7 +41,7 @@ const fn h(name: &'static [u8], ours: &'static CStr, real: Option<&'static Real>
 
 /// Every function this library exports, and libc's public aliases of them, sorted by name
 /// (a unit test checks the order; an end-to-end test that every name resolves into this library).
-static HOOKED: [Hooked; 69] = [
+static HOOKED: [Hooked; 70] = [
     h(b"__close", c"close", Some(&real::CLOSE)),
     h(b"__connect", c"__connect", Some(&real::CONNECT)),
     h(b"__dup2", c"dup2", Some(&real::DUP2)),
@@ -155,6 +155,7 @@ static HOOKED: [Hooked; 69] = [
     h(b"socket", c"socket", Some(&real::SOCKET)),
     h(b"syscall", c"syscall", Some(&real::SYSCALL)),
     h(b"system", c"system", Some(&real::SYSTEM)),
+    h(b"wordexp", c"wordexp", Some(&real::WORDEXP)),
 ];
 
 fn hooked(name: &[u8]) -> Option<&'static Hooked> {

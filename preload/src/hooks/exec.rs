@@ -12,7 +12,9 @@ use std::ffi::CStr;
 
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
-use egress_policy::elf::{classify, preload_is_fatal, secure_exec_reason, Program};
+use egress_policy::elf::{
+    preload_is_fatal, unguarded_reason, Opened, ProgramFiles, NO_WORKING_DIRECTORY,
+};
 use egress_policy::{chain_extends, Mode};
 
 use crate::carray::entries;
@@ -73,67 +75,130 @@ fn has_token(list: &[u8], item: &[u8]) -> bool {
     list.split(|b| *b == b':' || *b == b' ').any(|t| t == item)
 }
 
-/// Why the guard cannot enter the program at `path` (NUL-terminated), following one `#!`
-/// interpreter. Reads the file with plain system calls into stack buffers.
-fn unguardable(path: &[u8], depth: u32) -> Option<&'static str> {
-    // SAFETY: path is NUL-terminated (callers build it so); open is not hooked.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None; // the kernel will answer the exec itself
-    }
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is writable; fgetxattr with a null buffer of size 0 only asks for the size.
-    let (stat_ok, caps) = unsafe {
-        (
-            libc::fstat(fd, &mut st) == 0,
-            libc::fgetxattr(fd, c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0,
-        )
-    };
-    let mut head = [0u8; 256];
-    let program = if !stat_ok || st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        Program::Unknown
-    } else if let Some(why) = secure_exec_reason(st.st_mode, caps) {
-        Program::Unguarded(why)
-    } else {
-        // The ELF header, program headers, interpreter path and notes of a program nearly
-        // always lie in its first page: read it once instead of once per header (16 reads for
-        // /bin/true), and read beyond it only when asked.
-        let mut first = [0u8; 4096];
-        // SAFETY: first is writable for its length; pread on our own descriptor.
-        let first_len =
-            unsafe { libc::pread(fd, first.as_mut_ptr().cast(), first.len(), 0) }.max(0) as usize;
-        let mut read_at = |off: u64, buf: &mut [u8]| -> usize {
-            let end = off.saturating_add(buf.len() as u64);
-            if end <= first_len as u64 {
-                let off = off as usize;
-                buf.copy_from_slice(&first[off..off + buf.len()]);
-                return buf.len();
-            }
-            if first_len < first.len() && off < first_len as u64 {
-                // A short file: what it has.
-                let avail = &first[off as usize..first_len];
-                buf[..avail.len()].copy_from_slice(avail);
-                return avail.len();
-            }
-            // SAFETY: buf is writable for its length; pread on our own descriptor.
-            let n =
-                unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
-            n.max(0) as usize
-        };
-        classify(&mut read_at, &mut head)
-    };
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    match program {
-        Program::Unguarded(why) => Some(why),
-        Program::Script { start, end } if depth == 0 && end - start < 255 => {
-            let mut interp = [0u8; 256];
-            interp[..end - start].copy_from_slice(&head[start..end]);
-            unguardable(&interp[..end - start + 1], 1)
+/// The library's side of the check: files opened with plain system calls relative to the
+/// directory the exec will run in, the first page of each read once into a buffer here (the
+/// ELF header, program headers, interpreter path and notes nearly always lie in it: one read
+/// instead of a dozen), and read beyond it only when asked.
+struct HookFiles {
+    /// The directory relative paths are resolved in (`AT_FDCWD`, or a descriptor), or None
+    /// when it cannot be determined.
+    dir: Option<c_int>,
+    fd: c_int,
+    first: [u8; 4096],
+    first_len: usize,
+}
+
+impl HookFiles {
+    fn new(dir: Option<c_int>) -> Self {
+        HookFiles {
+            dir,
+            fd: -1,
+            first: [0u8; 4096],
+            first_len: 0,
         }
-        _ => None,
     }
+
+    fn close(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(self.fd) };
+            self.fd = -1;
+        }
+        self.first_len = 0;
+    }
+}
+
+impl Drop for HookFiles {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl ProgramFiles for HookFiles {
+    fn open(&mut self, path: &[u8]) -> Opened {
+        self.close();
+        let dir = match self.dir {
+            _ if path.first() == Some(&b'/') => libc::AT_FDCWD,
+            Some(dir) => dir,
+            None => return Opened::Undetermined,
+        };
+        if path.last() != Some(&0) {
+            return Opened::Other;
+        }
+        let name: *const c_char = path.as_ptr().cast();
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: name is NUL-terminated (checked above); openat is not hooked.
+        let fd = unsafe { libc::openat(dir, name, libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            // SAFETY: errno is thread-local; name as above; st is writable.
+            let unreadable = unsafe {
+                *libc::__errno_location() == libc::EACCES
+                    && libc::faccessat(dir, name, libc::X_OK, libc::AT_EACCESS) == 0
+                    && libc::fstatat(dir, name, &mut st, 0) == 0
+                    && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            };
+            return if unreadable {
+                Opened::Unreadable
+            } else {
+                Opened::Other // the kernel will answer the exec itself
+            };
+        }
+        self.fd = fd;
+        // SAFETY: st is writable; fgetxattr with a null buffer of size 0 only asks for the size.
+        let (stat_ok, caps) = unsafe {
+            (
+                libc::fstat(fd, &mut st) == 0,
+                libc::fgetxattr(fd, c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0,
+            )
+        };
+        if !stat_ok || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Opened::Other;
+        }
+        // SAFETY: first is writable for its length; pread on our own descriptor.
+        let n = unsafe { libc::pread(fd, self.first.as_mut_ptr().cast(), self.first.len(), 0) };
+        self.first_len = n.max(0) as usize;
+        Opened::File {
+            mode: st.st_mode,
+            caps,
+        }
+    }
+
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
+        let first_len = self.first_len;
+        let end = off.saturating_add(buf.len() as u64);
+        if end <= first_len as u64 {
+            let off = off as usize;
+            buf.copy_from_slice(&self.first[off..off + buf.len()]);
+            return buf.len();
+        }
+        if first_len < self.first.len() && off < first_len as u64 {
+            // A short file: what it has.
+            let avail = &self.first[off as usize..first_len];
+            buf[..avail.len()].copy_from_slice(avail);
+            return avail.len();
+        }
+        if self.fd < 0 {
+            return 0;
+        }
+        // SAFETY: buf is writable for its length; pread on our own descriptor.
+        let n = unsafe {
+            libc::pread(
+                self.fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as libc::off_t,
+            )
+        };
+        n.max(0) as usize
+    }
+}
+
+/// Why the guard cannot enter the program at `path` (NUL-terminated, resolved in `dir`),
+/// following its `#!` interpreters.
+fn unguardable(path: &[u8], dir: Option<c_int>) -> Option<&'static str> {
+    let mut files = HookFiles::new(dir);
+    unguarded_reason(&mut files, path)
 }
 
 /// Writes the concatenation of `parts` and a NUL into `out`; returns the length with the NUL.
@@ -148,10 +213,12 @@ fn join_into(out: &mut [u8; 4096], parts: &[&[u8]]) -> Option<usize> {
 }
 
 /// The file execvp would run for `file`: itself when it has a '/', else the first executable
-/// regular file named so in PATH. Written NUL-terminated into `out`; returns its length + 1.
-fn locate(file: &[u8], out: &mut [u8; 4096]) -> Option<usize> {
+/// regular file named so in PATH (relative entries resolved in `dir`). Written NUL-terminated
+/// into `out`; returns its length + 1. Err when a relative entry comes first and `dir` is
+/// unknown.
+fn locate(file: &[u8], dir: Option<c_int>, out: &mut [u8; 4096]) -> Result<Option<usize>, ()> {
     if file.contains(&b'/') {
-        return join_into(out, &[file]);
+        return Ok(join_into(out, &[file]));
     }
     // SAFETY: a NUL-terminated name; getenv neither allocates nor locks.
     let path = unsafe { libc::getenv(c"PATH".as_ptr()) };
@@ -161,23 +228,28 @@ fn locate(file: &[u8], out: &mut [u8; 4096]) -> Option<usize> {
         // SAFETY: getenv returned a NUL-terminated string.
         unsafe { CStr::from_ptr(path) }.to_bytes()
     };
-    for dir in path.split(|&b| b == b':') {
-        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-        let Some(len) = join_into(out, &[dir, b"/", file]) else {
+    for entry in path.split(|&b| b == b':') {
+        let entry: &[u8] = if entry.is_empty() { b"." } else { entry };
+        let at = match dir {
+            _ if entry.first() == Some(&b'/') => libc::AT_FDCWD,
+            Some(dir) => dir,
+            None => return Err(()),
+        };
+        let Some(len) = join_into(out, &[entry, b"/", file]) else {
             continue;
         };
         // SAFETY: out holds a NUL-terminated path; an all-zero stat is valid to overwrite.
         let runnable = unsafe {
             let mut st: libc::stat = std::mem::zeroed();
-            libc::access(out.as_ptr().cast(), libc::X_OK) == 0
-                && libc::stat(out.as_ptr().cast(), &mut st) == 0
+            libc::faccessat(at, out.as_ptr().cast(), libc::X_OK, 0) == 0
+                && libc::fstatat(at, out.as_ptr().cast(), &mut st, 0) == 0
                 && st.st_mode & libc::S_IFMT == libc::S_IFREG
         };
         if runnable {
-            return Some(len);
+            return Ok(Some(len));
         }
     }
-    None
+    Ok(None)
 }
 
 /// What an exec or spawn of a program may do.
@@ -196,7 +268,13 @@ enum Gate {
 ///
 /// # Safety
 /// `file` must be null or NUL-terminated; `argv` null or a NULL-terminated string array.
-unsafe fn gate(file: *const c_char, search: bool, argv: *const *const c_char, spawn: bool) -> Gate {
+unsafe fn gate(
+    file: *const c_char,
+    search: bool,
+    argv: *const *const c_char,
+    spawn: bool,
+    dir: Option<c_int>,
+) -> Gate {
     if file.is_null() || guard::active() {
         return Gate::Proceed;
     }
@@ -208,15 +286,21 @@ unsafe fn gate(file: *const c_char, search: bool, argv: *const *const c_char, sp
             state::ensure_init();
             let levels = state::levels();
             let mut found = [0u8; 4096];
-            let len = if search {
-                locate(file, &mut found)
+            let located = if search {
+                locate(file, dir, &mut found)
             } else {
-                join_into(&mut found, &[file])
+                Ok(join_into(&mut found, &[file]))
             };
-            let Some(len) = len else {
-                return Gate::Proceed;
+            let (len, why) = match located {
+                Ok(Some(len)) => (len, unguardable(&found[..len], dir)),
+                Ok(None) => return Gate::Proceed,
+                // A PATH search in a directory the gate cannot follow.
+                Err(()) => match join_into(&mut found, &[file]) {
+                    Some(len) => (len, Some(NO_WORKING_DIRECTORY)),
+                    None => return Gate::Proceed,
+                },
             };
-            let Some(why) = unguardable(&found[..len], 0) else {
+            let Some(why) = why else {
                 return Gate::Proceed;
             };
             // Every level of a nested run must let it run.
@@ -431,7 +515,7 @@ pub unsafe extern "C" fn execve(
     envp: *const *const c_char,
 ) -> c_int {
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv, false) };
+    let gate = unsafe { gate(path, false, argv, false, CWD) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -456,7 +540,7 @@ pub unsafe extern "C" fn execvpe(
     envp: *const *const c_char,
 ) -> c_int {
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv, false) };
+    let gate = unsafe { gate(file, true, argv, false, CWD) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -477,7 +561,7 @@ pub unsafe extern "C" fn execvpe(
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv, false) };
+    let gate = unsafe { gate(path, false, argv, false, CWD) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -499,7 +583,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv, false) };
+    let gate = unsafe { gate(file, true, argv, false, CWD) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -528,7 +612,7 @@ pub unsafe extern "C" fn fexecve(
     // The file behind the descriptor, by its /proc name, for the unguarded-program check.
     let gate = match descriptor_path(fd, b"", &mut path) {
         // SAFETY: path is NUL-terminated; argv is the caller's.
-        Some(()) => unsafe { gate(path.as_ptr().cast(), false, argv, false) },
+        Some(()) => unsafe { gate(path.as_ptr().cast(), false, argv, false, CWD) },
         None => Gate::Proceed,
     };
     if gate == Gate::Refuse {
@@ -591,7 +675,7 @@ pub unsafe extern "C" fn execveat(
             std::ptr::null()
         };
     // SAFETY: target is null or NUL-terminated; argv is the caller's.
-    let gate = unsafe { gate(target, false, argv, false) };
+    let gate = unsafe { gate(target, false, argv, false, CWD) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -607,6 +691,171 @@ pub unsafe extern "C" fn execveat(
     }
 }
 
+/// Relative paths resolved in the working directory of this process.
+const CWD: Option<c_int> = Some(libc::AT_FDCWD);
+
+/// glibc's `posix_spawn_file_actions_t` (2.29 and later), whose fields libc keeps private.
+#[repr(C)]
+struct FileActions {
+    allocated: c_int,
+    used: c_int,
+    actions: *const SpawnAction,
+    pad: [c_int; 16],
+}
+
+/// glibc's `struct __spawn_action` (spawn_int.h): a tag, then a union of the arguments.
+#[repr(C)]
+struct SpawnAction {
+    tag: c_int,
+    args: ActionArgs,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Fds {
+    fd: c_int,
+    newfd: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenArgs {
+    fd: c_int,
+    path: *const c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+}
+
+#[repr(C)]
+union ActionArgs {
+    fds: Fds,
+    open: OpenArgs,
+    path: *const c_char,
+}
+
+const _: () = assert!(std::mem::size_of::<SpawnAction>() == 32);
+const _: () = assert!(
+    std::mem::size_of::<FileActions>() == std::mem::size_of::<posix_spawn_file_actions_t>()
+);
+
+const SPAWN_DO_CLOSE: c_int = 0;
+const SPAWN_DO_DUP2: c_int = 1;
+const SPAWN_DO_OPEN: c_int = 2;
+const SPAWN_DO_CHDIR: c_int = 3;
+const SPAWN_DO_FCHDIR: c_int = 4;
+const SPAWN_DO_CLOSEFROM: c_int = 5;
+const SPAWN_DO_TCSETPGRP: c_int = 6;
+
+/// The working directory a spawned child will exec in, after its file actions' last
+/// `chdir`/`fchdir`: this process's own, a directory opened here to stand for it, or unknown
+/// (the gate then fails closed on relative paths).
+struct ChildDir {
+    at: Option<c_int>,
+    owned: bool,
+}
+
+impl ChildDir {
+    fn at(&self) -> Option<c_int> {
+        self.at
+    }
+
+    fn set(&mut self, at: Option<c_int>, owned: bool) {
+        self.release();
+        self.at = at;
+        self.owned = owned;
+    }
+
+    fn release(&mut self) {
+        if let (Some(fd), true) = (self.at, self.owned) {
+            // SAFETY: a descriptor this struct opened.
+            unsafe { libc::close(fd) };
+        }
+        self.owned = false;
+    }
+
+    /// Follows the chdir and fchdir actions of `actions` without changing this process's
+    /// directory: each is opened (`O_PATH`) relative to the one before.
+    ///
+    /// # Safety
+    /// `actions` must be null or initialised by `posix_spawn_file_actions_init`.
+    unsafe fn of(actions: *const posix_spawn_file_actions_t) -> ChildDir {
+        let mut dir = ChildDir {
+            at: CWD,
+            owned: false,
+        };
+        if actions.is_null() || guard::active() {
+            return dir;
+        }
+        // SAFETY: glibc's layout of an initialised posix_spawn_file_actions_t.
+        let fa = unsafe { &*actions.cast::<FileActions>() };
+        if fa.used <= 0 {
+            return dir;
+        }
+        if fa.actions.is_null() || fa.used > fa.allocated {
+            dir.set(None, false);
+            return dir;
+        }
+        // SAFETY: glibc keeps `used` initialised actions at `actions`.
+        let list = unsafe { std::slice::from_raw_parts(fa.actions, fa.used as usize) };
+        for (i, action) in list.iter().enumerate() {
+            match action.tag {
+                SPAWN_DO_CHDIR => {
+                    // SAFETY: a chdir action holds a NUL-terminated path (glibc's copy).
+                    let path = unsafe { action.args.path };
+                    if path.is_null() {
+                        dir.set(None, false);
+                        continue;
+                    }
+                    // SAFETY: a non-null path is a NUL-terminated string: its first byte.
+                    let absolute = unsafe { *path } == b'/' as c_char;
+                    let Some(base) = (if absolute { CWD } else { dir.at() }) else {
+                        continue; // relative to a directory already unknown
+                    };
+                    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+                    // SAFETY: a NUL-terminated path; openat is not hooked.
+                    let fd = unsafe { libc::openat(base, path, flags) };
+                    if fd < 0 {
+                        dir.set(None, false);
+                    } else {
+                        dir.set(Some(fd), true);
+                    }
+                }
+                SPAWN_DO_FCHDIR => {
+                    // SAFETY: an fchdir action holds its descriptor first.
+                    let fd = unsafe { action.args.fds.fd };
+                    // A descriptor an earlier action replaced or closed is not ours to open.
+                    let changed = list[..i].iter().any(|a| {
+                        // SAFETY: each tag says which member of the union is set.
+                        unsafe {
+                            match a.tag {
+                                SPAWN_DO_CLOSE => a.args.fds.fd == fd,
+                                SPAWN_DO_DUP2 => a.args.fds.newfd == fd && a.args.fds.fd != fd,
+                                SPAWN_DO_OPEN => a.args.open.fd == fd,
+                                SPAWN_DO_CLOSEFROM => a.args.fds.fd <= fd,
+                                _ => false,
+                            }
+                        }
+                    });
+                    let usable = !changed
+                        // SAFETY: F_GETFD only asks about the descriptor.
+                        && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                    dir.set(usable.then_some(fd), false);
+                }
+                SPAWN_DO_CLOSE | SPAWN_DO_DUP2 | SPAWN_DO_OPEN | SPAWN_DO_CLOSEFROM
+                | SPAWN_DO_TCSETPGRP => {}
+                _ => dir.set(None, false), // an action this code does not know
+            }
+        }
+        dir
+    }
+}
+
+impl Drop for ChildDir {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// # Safety
 /// Called by C with posix_spawn(3)'s arguments.
 #[no_mangle]
@@ -618,8 +867,11 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's file actions (null or initialised by posix_spawn_file_actions_init).
+    let dir = unsafe { ChildDir::of(actions) };
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv.cast(), true) };
+    let gate = unsafe { gate(path, false, argv.cast(), true, dir.at()) };
+    drop(dir);
     if gate == Gate::Refuse {
         return REFUSED_EXEC_ERRNO;
     }
@@ -650,8 +902,11 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's file actions (null or initialised by posix_spawn_file_actions_init).
+    let dir = unsafe { ChildDir::of(actions) };
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv.cast(), true) };
+    let gate = unsafe { gate(file, true, argv.cast(), true, dir.at()) };
+    drop(dir);
     if gate == Gate::Refuse {
         return REFUSED_EXEC_ERRNO;
     }

@@ -1,12 +1,13 @@
-//! `system` and `popen`: glibc runs the shell through its internal spawn, which the exec hooks
-//! never see, with the current `environ`. A program that cleared its environment
-//! (`clearenv()`) would start an unguarded shell, so these hooks first put `LD_PRELOAD` (with
-//! this library) and the policy locator back into `environ`. They may allocate (setenv): like
-//! `system` and `popen` themselves, they are not for signal handlers or vfork children.
+//! `system`, `popen` and `wordexp` (for a command substitution): glibc runs the shell through
+//! its internal spawn, which the exec hooks never see, with the current `environ`. A program
+//! that cleared its environment (`clearenv()`) would start an unguarded shell, so these hooks
+//! first put `LD_PRELOAD` (with this library) and the policy locator back into `environ`. They
+//! may allocate (setenv): like `system`, `popen` and `wordexp` themselves, they are not for
+//! signal handlers or vfork children.
 
 use std::ffi::CStr;
 
-use libc::{c_char, c_int, FILE};
+use libc::{c_char, c_int, c_void, FILE};
 
 use egress_policy::chain_extends;
 
@@ -72,6 +73,12 @@ fn repair_environ() {
 
 type SystemFn = unsafe extern "C" fn(*const c_char) -> c_int;
 type PopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut FILE;
+type WordexpFn = unsafe extern "C" fn(*const c_char, *mut c_void, c_int) -> c_int;
+
+/// wordexp(3)'s flag that forbids command substitution (no shell is run then).
+const WRDE_NOCMD: c_int = 1 << 2;
+/// wordexp(3)'s "out of memory" answer.
+const WRDE_NOSPACE: c_int = 1;
 
 /// # Safety
 /// Called by C with system(3)'s argument.
@@ -96,5 +103,28 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
         // SAFETY: as above.
         Some(f) => unsafe { f(command, mode) },
         None => std::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// Called by C with wordexp(3)'s arguments.
+#[no_mangle]
+pub unsafe extern "C" fn wordexp(words: *const c_char, we: *mut c_void, flags: c_int) -> c_int {
+    // A shell runs only for a command substitution: `$(...)` or backquotes.
+    let may_spawn = flags & WRDE_NOCMD == 0
+        && !words.is_null()
+        // SAFETY: a non-null argument is the caller's NUL-terminated string.
+        && unsafe { CStr::from_ptr(words) }
+            .to_bytes()
+            .iter()
+            .any(|&b| b == b'$' || b == b'`');
+    if may_spawn {
+        repair_environ();
+    }
+    // SAFETY: wordexp's C signature; the caller's arguments.
+    match unsafe { real::func::<WordexpFn>(&real::WORDEXP) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(words, we, flags) },
+        None => WRDE_NOSPACE,
     }
 }
