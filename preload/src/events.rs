@@ -181,18 +181,55 @@ pub fn process_started(loaded: &Loaded) {
     let argv = crate::state::startup_argv();
     if argv.is_null() {
         process_started_from_proc(&loc, loaded);
-        return;
+    } else {
+        process_started_from_argv(&loc, loaded, argv);
     }
+}
+
+/// The image's start, on its main thread's stack (the constructor, or the first hook). Kept
+/// out of `process_started`, so that its buffers are not in the frame of a forked child's
+/// check-in.
+#[inline(never)]
+fn process_started_from_argv(loc: &Locator, loaded: &Loaded, argv: *const *const libc::c_char) {
     // A short record fits a small buffer, and a small stack frame spares the new process a
     // page fault or two (each costs microseconds here). Long command lines get the full size.
+    let mut exe = [0u8; 1024];
     let mut small = [0u8; 2048];
     // SAFETY: the loader's argv, a NULL-terminated array of NUL-terminated strings, read at
     // the image's start before the program could change it.
-    if !send_process_record(&loc, loaded, &mut small, unsafe { c_strings(argv) }) {
+    if !send_process_record(loc, loaded, &mut small, &mut exe, unsafe {
+        c_strings(argv)
+    }) {
         let mut big = [0u8; 8192];
         // SAFETY: as above.
-        send_process_record(&loc, loaded, &mut big, unsafe { c_strings(argv) });
+        send_process_record(loc, loaded, &mut big, &mut exe, unsafe { c_strings(argv) });
     }
+}
+
+/// The buffers of a record built from /proc, kept off the stack: a forked child's check-in
+/// runs on whatever stack called `fork` (a 16 KiB thread stack, an 8 KiB signal stack).
+struct ProcScratch {
+    cmdline: [u8; 4096],
+    out: [u8; 8192],
+    exe: [u8; 1024],
+}
+
+struct ScratchCell(std::cell::UnsafeCell<ProcScratch>);
+
+// SAFETY: used only by the thread that set SCRATCH_BUSY from false to true, until it clears it.
+unsafe impl Sync for ScratchCell {}
+
+static SCRATCH: ScratchCell = ScratchCell(std::cell::UnsafeCell::new(ProcScratch {
+    cmdline: [0; 4096],
+    out: [0; 8192],
+    exe: [0; 1024],
+}));
+static SCRATCH_BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called first thing in a forked child, which has one thread: a scratch area the parent's
+/// other threads held at fork time is free here.
+pub fn forked() {
+    SCRATCH_BUSY.store(false, Ordering::Relaxed);
 }
 
 /// Not the image's own start (a forked child, or a hook that ran before this library's
@@ -200,18 +237,33 @@ pub fn process_started(loaded: &Loaded) {
 #[cold]
 #[inline(never)]
 fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
-    let mut cmdline = [0u8; 4096];
-    let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut cmdline);
-    let args = cmdline[..cmd_len]
+    if SCRATCH_BUSY.swap(true, Ordering::Acquire) {
+        process_started_without_argv(loc, loaded);
+        return;
+    }
+    // SAFETY: SCRATCH_BUSY was false and is now ours (see ScratchCell).
+    let scratch = unsafe { &mut *SCRATCH.0.get() };
+    let cmd_len = read_proc(b"/proc/self/cmdline\0", &mut scratch.cmdline);
+    let args = scratch.cmdline[..cmd_len]
         .strip_suffix(b"\0")
-        .unwrap_or(&cmdline[..cmd_len]);
-    let mut out = [0u8; 8192];
+        .unwrap_or(&scratch.cmdline[..cmd_len]);
     send_process_record(
         loc,
         loaded,
-        &mut out,
+        &mut scratch.out,
+        &mut scratch.exe,
         args.split(|&b| b == 0).filter(|_| cmd_len > 0),
     );
+    SCRATCH_BUSY.store(false, Ordering::Release);
+}
+
+/// Another thread is building its record in the scratch area (two hooks racing before the
+/// constructor): this one goes without its arguments, in a small frame of its own.
+#[cold]
+#[inline(never)]
+fn process_started_without_argv(loc: &Locator, loaded: &Loaded) {
+    let (mut out, mut exe) = ([0u8; 512], [0u8; 256]);
+    send_process_record(loc, loaded, &mut out, &mut exe, [&b"..."[..]].into_iter());
 }
 
 /// Formats this process's record into `out` and sends it. False, sending nothing, when the
@@ -220,6 +272,7 @@ fn send_process_record<'a>(
     loc: &Locator,
     loaded: &Loaded,
     out: &mut [u8],
+    exe: &mut [u8],
     args: impl Iterator<Item = &'a [u8]>,
 ) -> bool {
     let full_size = out.len() >= 8192;
@@ -227,7 +280,6 @@ fn send_process_record<'a>(
     w.str("{\"type\":\"process\",");
     pid_ppid(&mut w);
     w.str(",\"exe\":");
-    let mut exe = [0u8; 1024];
     // SAFETY: exe is valid for writes of its length; readlink does not NUL-terminate.
     let exe_len = unsafe {
         libc::readlink(

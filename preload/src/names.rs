@@ -81,14 +81,16 @@ fn line_addr(line: &[u8]) -> Option<IpAddr> {
 }
 
 /// True when `pred` holds for a line of `/etc/hosts`. Streams the file through a small stack
-/// buffer; a line longer than the buffer is skipped.
+/// buffer; a line longer than the buffer (1 KiB) is skipped.
 fn any_hosts_line(mut pred: impl FnMut(&[u8]) -> bool) -> bool {
     // SAFETY: a NUL-terminated literal path; open is not hooked.
     let fd = unsafe { libc::open(c"/etc/hosts".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return false;
     }
-    let mut buf = [0u8; 4096];
+    // Small: lookups run on whatever stack the program gives them. A longer line is skipped,
+    // which can only make a name a lookup to decide.
+    let mut buf = [0u8; 1024];
     let mut held = 0; // bytes of an unfinished line kept at the start of buf
     let mut skipping = false; // inside a line longer than the buffer
     let mut found = false;

@@ -330,6 +330,7 @@ fn register_fork_handler() {
     extern "C" fn child_after_fork() {
         // The parent's folded attempts are the parent's: this process starts its own lines.
         crate::fold::reset();
+        events::forked();
         crate::guard::with_guard(
             || (),
             || {
