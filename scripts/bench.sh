@@ -12,7 +12,8 @@
 # Environment:
 #   BENCH_RUNS=R      runs per variant (default 5)
 #   BENCH_QUICK=1     divide every count by 10 (the pytest suite: one test file)
-#   BENCH_ONLY=a,b    only these of: connect, udp, gai, spawn, dlsym, dlsym-hooked, startup, python, pytest, rules,
+#   BENCH_ONLY=a,b    only these of: connect, udp, gai, spawn, dlsym, dlsym-hooked, startup, everyday,
+#                     python, pytest, rules,
 #                     threads, procs, report
 #   BENCH_PEERS=a,b   only these peers (default all): shim, strace, proxychains, pytest-socket
 set -euo pipefail

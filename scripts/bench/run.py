@@ -506,6 +506,14 @@ def main():
               Variant("egress-run", with_prefix([eg, "--allow", "loopback", "--"], pypass), 1)]
         workloads.append(Workload("startup-py", "start-up of python3 -c pass", "run", vs, startup_n))
 
+    # -- everyday exec-heavy work (one sample = one run): a shell loop, git, make, subprocess
+    everyday = everyday_workloads(work, py) if selected("everyday") else []
+    for name, desc, argv in everyday:
+        build = lambda n, argv=argv: argv  # noqa: E731
+        vs = [Variant("native", build, 1),
+              Variant("egress-run", with_prefix([eg, "--quiet", "--allow", "loopback", "--"], build), 1)]
+        workloads.append(Workload(name, desc, "run", vs, runs))
+
     # -- Python: create_connection loop
     pyconnect = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyconnect.py")
     if selected("python"):
@@ -600,6 +608,41 @@ def main():
                  peers, peer_skip, report_lines, checks, dns_before, dns_after)
 
 
+def everyday_workloads(work, py):
+    """(name, description, argv; the program by absolute path, as measure.c execs it) of
+    everyday exec-heavy work, built in `work`: a bash loop of
+    200 /bin/true, `git status` in a repository of 500 files, `make -j2 -B` of 20 C files, and
+    100 Python subprocess.run calls. None of them touches the network."""
+    out = []
+    out.append(("everyday-bash", "bash: 200 × /bin/true",
+                [shutil.which("bash") or "/bin/bash", "-c", "for i in $(seq 200); do /bin/true; done"]))
+    if shutil.which("git"):
+        repo = os.path.join(work, "git-repo")
+        if not os.path.isdir(repo):
+            os.makedirs(repo)
+            for i in range(500):
+                with open(os.path.join(repo, f"f{i}.txt"), "w") as f:
+                    f.write(f"{i}\n")
+            env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@example.invalid",
+                       GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@example.invalid")
+            for cmd in (["git", "init", "-q"], ["git", "add", "."], ["git", "commit", "-qm", "x"]):
+                subprocess.run(cmd, cwd=repo, env=env, check=True)
+        out.append(("everyday-git", "git status (500 files)", [shutil.which("git"), "-C", repo, "status", "--short"]))
+    if shutil.which("make") and shutil.which("gcc"):
+        proj = os.path.join(work, "make-proj")
+        os.makedirs(proj, exist_ok=True)
+        for i in range(20):
+            with open(os.path.join(proj, f"m{i}.c"), "w") as f:
+                f.write(f"int f{i}(int x) {{ return x * {i + 1}; }}\n")
+        with open(os.path.join(proj, "Makefile"), "w") as f:
+            objs = " ".join(f"m{i}.o" for i in range(20))
+            f.write(f"all: {objs}\n%.o: %.c\n\tgcc -O1 -c $< -o $@\n")
+        out.append(("everyday-make", "make -j2 -B (20 C files)", [shutil.which("make"), "-s", "-C", proj, "-j2", "-B"]))
+    out.append(("everyday-subprocess", "Python: 100 × subprocess.run(['/bin/true'])",
+                [py, "-c", "import subprocess\nfor _ in range(100): subprocess.run(['/bin/true'])"]))
+    return out
+
+
 def count_dns_queries(log):
     """Queries the sandbox's test resolver has logged so far (None outside the sandbox)."""
     if not log or not os.path.exists(log):
@@ -663,6 +706,12 @@ def checks_for(runner, w, peers, peer_libs, args, work, report):
             for v in w.variants:
                 if v.key != "strace":
                     out.append(traffic_check(runner, strace, w.name, v.shrunk(20), work))
+    elif w.name.startswith("everyday"):
+        v = w.v("egress-run")
+        line, ok, _ = guard_check(runner, w.name, v.argv, {"denied": 0}, report)
+        summary, _, _ = read_report(report)
+        ok = ok and (summary.get("processes") or 0) >= 1
+        out.append((line + ("" if ok else "  <-- the guard is not in the processes"), ok))
     elif w.name.startswith("dlsym"):
         # the look-up really is answered by the guard (connect) or forwarded to libc (getpid)
         want = "libegress_preload.so" if w.name == "dlsym-hooked" else "libc.so.6"
@@ -775,6 +824,9 @@ def print_tables(workloads, quick, runs, startup_n, load_before, load_after, ela
         rows.append(("egress-run -- /bin/true", by["startup"], "egress-run"))
     if "startup-py" in by:
         rows.append(("egress-run --allow loopback -- python3 -c pass", by["startup-py"], "egress-run"))
+    for name in ("everyday-bash", "everyday-git", "everyday-make", "everyday-subprocess"):
+        if name in by:
+            rows.append((by[name].desc, by[name], "egress-run"))
 
     if rows:
         print()
