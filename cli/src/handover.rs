@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED};
-use egress_policy::{DenyAs, Locator, Mode, Rule};
+use egress_policy::{DenyAs, Locator, Mode, Rule, GUARD_FD_BASE, GUARD_FD_BELOW_LIMIT};
 
 use crate::Fatal;
 
@@ -44,7 +44,7 @@ impl SharedCounters {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = park(unsafe { OwnedFd::from_raw_fd(raw) });
         let len = COUNTER_SLOTS * 8;
         // SAFETY: ftruncate on our memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
@@ -120,7 +120,7 @@ pub fn seal_policy(
         return Err(fail("memfd_create", std::io::Error::last_os_error()));
     }
     // SAFETY: raw is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = park(unsafe { OwnedFd::from_raw_fd(raw) });
     let mut file = File::from(fd.try_clone().map_err(|e| fail("dup", e))?);
     file.write_all(&bytes).map_err(|e| fail("write", e))?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
@@ -139,6 +139,35 @@ pub fn seal_policy(
         _fd: fd,
         counters,
     })
+}
+
+/// Moves an inheritable descriptor to the guard's high numbers (`GUARD_FD_BASE`, or just below
+/// a lower soft `RLIMIT_NOFILE`), so that COMMAND's own descriptors get the numbers they get
+/// natively. Where the limit leaves no room, the descriptor stays where it is.
+fn park(fd: OwnedFd) -> OwnedFd {
+    let dup_at = |base: i32| {
+        // SAFETY: F_DUPFD (inheritable, as the memfds must be) with an int argument on our fd.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, base) };
+        // SAFETY: a fresh descriptor we own.
+        (r >= 0).then(|| unsafe { OwnedFd::from_raw_fd(r) })
+    };
+    let below_limit = || {
+        // SAFETY: an all-zero rlimit is valid to overwrite; getrlimit writes it.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: lim is writable.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        let base = lim.rlim_cur.checked_sub(GUARD_FD_BELOW_LIMIT)?;
+        (base >= GUARD_FD_BELOW_LIMIT)
+            .then(|| i32::try_from(base).ok())
+            .flatten()
+    };
+    match dup_at(GUARD_FD_BASE).or_else(|| below_limit().and_then(dup_at)) {
+        // The low one is closed as `fd` drops.
+        Some(high) if high.as_raw_fd() > fd.as_raw_fd() => high,
+        _ => fd,
+    }
 }
 
 /// Finds the preload library: beside the executable (a build tree), or in

@@ -60,8 +60,9 @@ fn inode_of(fd: c_int) -> Option<u64> {
     (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
 }
 
-/// Our connected event socket, opened (again) if the program closed or replaced it.
-/// Returns the descriptor and whether it is private to this one send (to be closed after).
+/// Our connected event socket, opened (again) if the program closed or replaced it, and kept
+/// at a high number (`highfd`). Returns the descriptor and whether it is private to this one
+/// send (to be closed after).
 fn socket(loc: &Locator, level: usize) -> Option<(c_int, bool)> {
     let (sock_fd, sock_ino) = (&SOCK_FD[level], &SOCK_INO[level]);
     let fd = sock_fd.load(Ordering::Acquire);
@@ -69,9 +70,14 @@ fn socket(loc: &Locator, level: usize) -> Option<(c_int, bool)> {
         return Some((fd, false));
     }
     let new = open_socket(loc)?;
+    // Kept only at a high number, out of the program's way (a soft RLIMIT_NOFILE too low for
+    // one: a socket for this one send, so the program still gets its native numbers).
+    let (new, parked) = crate::highfd::park(new);
+    if !parked {
+        return Some((new, true));
+    }
     let Some(ino) = inode_of(new) else {
-        // SAFETY: `new` is ours.
-        unsafe { libc::close(new) };
+        crate::highfd::close(new);
         return None;
     };
     // The old number is never closed by us: it may belong to the program by now.
@@ -140,8 +146,9 @@ fn send(loc: &Locator, level: usize, msg: &[u8]) {
         )
     };
     if private {
-        // SAFETY: a socket we opened for this send only (lost the race to publish it).
-        unsafe { libc::close(fd) };
+        // A socket we opened for this send only (lost the race to publish it, or no high
+        // number was free).
+        crate::highfd::close(fd);
     }
 }
 

@@ -18,6 +18,7 @@ mod fd_kinds;
 mod fmt;
 mod fold;
 mod guard;
+mod highfd;
 mod hooks;
 mod learned;
 mod names;

@@ -21,6 +21,38 @@ pub enum Dest {
     Other,
 }
 
+/// The end of the user address space as far as can be known without a system call: 5-level
+/// page tables (x86_64) reach 2^56, arm64 at most 2^52 (52-bit virtual addresses). Anything
+/// above is the kernel's half or non-canonical: reading it faults.
+#[cfg(target_arch = "x86_64")]
+const USER_END: usize = 1 << 56;
+#[cfg(target_arch = "aarch64")]
+const USER_END: usize = 1 << 52;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const USER_END: usize = usize::MAX;
+
+/// Whether `len` bytes at `p` can be user memory at all: not in the first page, not beyond the
+/// user address space, not wrapping around. A pointer that fails this would make the guard
+/// fault where the kernel answers EFAULT; one that passes may still be unmapped (finding that
+/// out costs a system call, which the per-call paths do not pay: see design.md, *Fast paths*).
+/// No system call, no memory access.
+pub fn plausible<T>(p: *const T, len: usize) -> bool {
+    let addr = p as usize;
+    // arm64 ignores the top byte of user addresses (tagged pointers: HWASan, MTE).
+    #[cfg(target_arch = "aarch64")]
+    let addr = addr & ((1usize << 56) - 1);
+    addr >= 4096 && addr.checked_add(len).is_some_and(|end| end <= USER_END)
+}
+
+/// Whether `read(addr, len)` would read memory the program cannot read: the call must fail
+/// with EFAULT, as the kernel's copy of the address would, without the guard reading it.
+pub fn unreadable(addr: *const sockaddr, len: socklen_t) -> bool {
+    let len = len as usize;
+    !addr.is_null()
+        && len >= std::mem::size_of::<libc::sa_family_t>()
+        && !plausible(addr, len.min(std::mem::size_of::<libc::sockaddr_storage>()))
+}
+
 /// Reads the destination from `addr`/`len` without reading past `len`.
 ///
 /// # Safety
@@ -251,4 +283,21 @@ pub fn socket_kind(fd: c_int) -> Option<(c_int, Proto)> {
         },
     };
     Some((ty, proto))
+}
+
+#[cfg(test)]
+mod plausible_tests {
+    use super::plausible;
+
+    #[test]
+    fn the_first_page_the_kernel_half_and_wrapping_ranges_cannot_be_user_memory() {
+        let p = |a: usize| a as *const u8;
+        assert!(!plausible(p(1), 16));
+        assert!(!plausible(p(4095), 1));
+        assert!(plausible(p(4096), 16));
+        assert!(!plausible(p(usize::MAX - 7), 16));
+        assert!(!plausible(p(0xffff_8000_0000_0000), 16));
+        let local = 0u64;
+        assert!(plausible(&local as *const u64, 8));
+    }
 }

@@ -174,6 +174,12 @@ pub enum Action {
 }
 
 /// The return value of a refused connect/send family call (sets errno).
+/// -1 with EFAULT: the kernel's answer to memory it cannot read, given without reading it.
+pub fn fault<T: From<i8>>() -> T {
+    set_errno(libc::EFAULT);
+    T::from(-1)
+}
+
 pub fn refused_call<T: From<i8>>(deny_as: DenyAs) -> T {
     set_errno(refused_errno(deny_as));
     T::from(-1)

@@ -244,7 +244,11 @@ DAEMON_FD_REUSE = r"""
 import json, os, socket, sys
 victims_dir, own_port, leaf_port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 policy_fd = int(os.environ["EGRESS_RUN_POLICY"].split(":")[2])
-top = max(policy_fd, 15)
+# The guard's own descriptors live at high numbers (the memfds, the event socket): every low
+# number, each of the guard's, and the next two above them are reused.
+guard_fds = [n for n in map(int, os.listdir("/proc/self/fd")) if n >= 64]
+numbers = sorted((set(range(16)) | set(guard_fds) | {max(guard_fds) + 1, max(guard_fds) + 2}) - {policy_fd})
+assert len(numbers) <= 64 and policy_fd in guard_fds, (policy_fd, guard_fds)
 pid = os.fork()
 if pid == 0:
     os.setsid()
@@ -255,13 +259,12 @@ if pid == 0:
     assert fd != policy_fd
     os.dup2(fd, policy_fd)          # inheritable
     os.close(fd)
-    # More of them on every other number up to past the policy's: the guard's own event socket
-    # number is reused too.
-    for n in range(top + 1):
-        if n == policy_fd:
-            continue
-        fd = os.open(os.path.join(victims_dir, f"victim-{n}"), os.O_RDWR)
-        assert fd == n, (fd, n)     # the lowest free number
+    # More of them on the other numbers: the guard's own event socket number is reused too.
+    for i, n in enumerate(numbers):
+        fd = os.open(os.path.join(victims_dir, f"victim-{i}"), os.O_RDWR)
+        if fd != n:
+            os.dup2(fd, n)          # inheritable
+            os.close(fd)
         os.set_inheritable(n, True)
     # The daemon's own attempt, with all its old numbers reused.
     s = socket.socket()
@@ -275,19 +278,19 @@ if pid == 0:
     # The child: a new program in this process, inheriting the reused numbers.
     leaf = (
         "import json, os, socket, sys\n"
-        "port, out, policy_fd, top = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])\n"
+        "port, out, policy_fd, numbers = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])\n"
         "s = socket.socket()\n"
         "try:\n"
         "    s.connect(('127.0.0.1', port)); err = 0\n"
         "except OSError as e:\n"
         "    err = e.errno\n"
         "s.close()\n"
-        "offsets = {n: os.lseek(n, 0, os.SEEK_CUR) for n in range(top + 1)}\n"
+        "offsets = {n: os.lseek(n, 0, os.SEEK_CUR) for n in numbers + [policy_fd]}\n"
         "with open(out, 'a') as f:\n"
         "    f.write(json.dumps({'leaf': os.getpid(), 'exe': os.readlink('/proc/self/exe'),\n"
         "                        'errno': err, 'offsets': offsets}) + '\\n')\n"
     )
-    os.execv(sys.executable, [sys.executable, "-c", leaf, leaf_port, out, str(policy_fd), str(top)])
+    os.execv(sys.executable, [sys.executable, "-c", leaf, leaf_port, out, str(policy_fd), json.dumps(numbers)])
 _, status = os.waitpid(pid, 0)
 print(json.dumps({"root": os.getpid(), "daemon_status": status}), flush=True)
 """

@@ -22,6 +22,18 @@ pub const CHAIN_SEP: u8 = b';';
 /// The most levels a process honours; a longer chain makes it fail closed.
 pub const MAX_LEVELS: usize = 8;
 
+/// Where the guard's own descriptors live (the launcher's policy and counters memfds, each
+/// process's event sockets): the lowest free number from here up, so that a guarded program
+/// gets the descriptor numbers it would get natively (its first `open()` returns 3). Below
+/// 1024, so that the fd table stays small and `select()` users are unaffected. Where the soft
+/// `RLIMIT_NOFILE` does not reach it, [`GUARD_FD_BELOW_LIMIT`] below the limit instead.
+pub const GUARD_FD_BASE: i32 = 992;
+
+/// With a soft `RLIMIT_NOFILE` at or below [`GUARD_FD_BASE`]: how far below the limit the
+/// guard's descriptors go. A limit under twice this leaves no room: the launcher keeps its
+/// memfds where they are, and a process's event socket is opened for each event and closed.
+pub const GUARD_FD_BELOW_LIMIT: u64 = 32;
+
 /// Whether a child's [`POLICY_ENV`] value keeps every level of this process's own `chain`:
 /// the same value, or levels added in front of it (a nested run, which can only narrow).
 pub fn chain_extends(child: &[u8], chain: &[u8]) -> bool {

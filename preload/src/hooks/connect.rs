@@ -10,7 +10,7 @@ use crate::fd_kinds;
 use crate::real;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
-use crate::verdict::{refused_call, Action};
+use crate::verdict::{fault, refused_call, Action};
 
 /// Decides one connect. Shared with TCP Fast Open sends, which connect too.
 pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str) -> Action {
@@ -49,6 +49,9 @@ pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str
 /// Called by C with connect(2)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if sock::unreadable(addr, len) {
+        return fault();
+    }
     // SAFETY: the caller promises `len` readable bytes at `addr`; `read` stays within them.
     let dest = unsafe { sock::read(addr, len) };
     match check(|loaded| decide_connect(loaded, fd, dest, "connect")) {

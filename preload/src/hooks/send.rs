@@ -17,7 +17,7 @@ use crate::real;
 use crate::route;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
-use crate::verdict::{refused_call, Action, DenyReason, Verdict};
+use crate::verdict::{fault, refused_call, Action, DenyReason, Verdict};
 
 pub(crate) fn decide_send(
     loaded: &Loaded,
@@ -172,12 +172,59 @@ pub(crate) unsafe fn msg_dest_route(msg: *const msghdr) -> (Dest, Option<IpAddr>
     (unsafe { msg_dest(msg) }, route)
 }
 
-/// The bytes of `buf`/`len` (empty when null).
+/// Whether the kernel would fail to read `msg`'s header, address, iovec array or control
+/// data (EFAULT), as far as `sock::plausible` can tell without a system call.
 ///
 /// # Safety
-/// `buf` must be null or point to `len` readable bytes that outlive the returned slice's use.
+/// `msg` must be null, implausible, or point to a readable msghdr.
+pub(crate) unsafe fn msg_unreadable(msg: *const msghdr) -> bool {
+    if msg.is_null() {
+        return false; // nothing to read here: the kernel answers EFAULT
+    }
+    if !sock::plausible(msg, std::mem::size_of::<msghdr>()) {
+        return true;
+    }
+    // SAFETY: a plausible msghdr pointer from the caller.
+    let m = unsafe { &*msg };
+    let iovs = m.msg_iovlen.min(libc::UIO_MAXIOV as usize);
+    sock::unreadable(m.msg_name.cast_const().cast(), m.msg_namelen)
+        || (m.msg_controllen > 0
+            && !m.msg_control.is_null()
+            && !sock::plausible(m.msg_control, m.msg_controllen))
+        || (iovs > 0
+            && !m.msg_iov.is_null()
+            && !sock::plausible(m.msg_iov, iovs * std::mem::size_of::<libc::iovec>()))
+}
+
+/// How many of the `vlen` messages at `msgs` the guard can read (the kernel sends those and
+/// stops at the first it cannot read: EFAULT if that is the first).
+///
+/// # Safety
+/// Each of the `vlen` entries must be implausible or a readable mmsghdr (see `msg_unreadable`).
+pub(crate) unsafe fn readable_msgs(msgs: *const mmsghdr, vlen: c_uint) -> c_uint {
+    let mut n: c_uint = 0;
+    while n < vlen {
+        let entry = msgs.wrapping_add(n as usize);
+        if !sock::plausible(entry, std::mem::size_of::<mmsghdr>()) {
+            break;
+        }
+        // SAFETY: a plausible entry is the caller's mmsghdr; msg_hdr is its first field.
+        if unsafe { msg_unreadable(std::ptr::addr_of!((*entry).msg_hdr)) } {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The bytes of `buf`/`len` (empty when null, or when no user memory can be there: then the
+/// kernel answers EFAULT for it, and the guard must not read it).
+///
+/// # Safety
+/// `buf` must be null, implausible, or point to `len` readable bytes that outlive the
+/// returned slice's use.
 pub(crate) unsafe fn bytes<'a>(buf: *const c_void, len: usize) -> &'a [u8] {
-    if buf.is_null() || len == 0 {
+    if buf.is_null() || len == 0 || !sock::plausible(buf, len) {
         &[]
     } else {
         // SAFETY: `len` readable bytes at `buf`, per the caller.
@@ -230,6 +277,9 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
+    if sock::unreadable(addr, addrlen) {
+        return fault::<i8>() as ssize_t;
+    }
     // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
     let dest = unsafe { sock::read(addr, addrlen) };
     // SAFETY: the caller's buffer of `len` bytes.
@@ -274,6 +324,10 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller's msghdr.
+    if unsafe { msg_unreadable(msg) } {
+        return fault::<i8>() as ssize_t;
+    }
+    // SAFETY: the caller's msghdr.
     let dest = unsafe { msg_dest_route(msg) };
     // SAFETY: the caller's msghdr.
     let payload = unsafe { msg_payload(msg) };
@@ -297,13 +351,23 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
+    // Only the messages the guard can read (the kernel stops at the first it cannot).
+    let readable = if msgs.is_null() {
+        vlen // the kernel answers EFAULT
+    } else {
+        // SAFETY: the caller's `vlen` entries.
+        unsafe { readable_msgs(msgs, vlen) }
+    };
+    if readable == 0 && vlen > 0 {
+        return fault();
+    }
     // Each message has its own destination: send the allowed ones before the first refusal.
-    let allowed = check_with(vlen, 0, |loaded| {
+    let allowed = check_with(readable, 0, |loaded| {
         if msgs.is_null() {
-            return vlen; // the kernel answers EFAULT
+            return vlen;
         }
         let mut n: c_uint = 0;
-        while n < vlen {
+        while n < readable {
             // SAFETY: the caller passes `vlen` readable mmsghdr entries.
             let (dest, payload) = unsafe {
                 let hdr = &(*msgs.add(n as usize)).msg_hdr;

@@ -16,7 +16,7 @@ use crate::real;
 use crate::route;
 use crate::sock;
 use crate::state::{deny_as, Loaded};
-use crate::verdict::{refused_call, Action, DenyReason, Verdict};
+use crate::verdict::{fault, refused_call, Action, DenyReason, Verdict};
 
 /// Decides a source route through `hop` on `fd` (set as an option, or given to one send):
 /// denied, recorded as `kind` by `call`. Not a socket: the kernel answers.
@@ -165,6 +165,9 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     if watched(level, name) {
+        if !value.is_null() && len > 0 && !sock::plausible(value, len as usize) {
+            return fault(); // the kernel's answer; an unchecked option must not pass
+        }
         // SAFETY: the caller's option value of `len` bytes (or null).
         let value_bytes = unsafe { bytes(value, len as usize) };
         if check(|l| decide_sockopt(l, fd, level, name, value_bytes, "setsockopt"))

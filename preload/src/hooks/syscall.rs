@@ -14,13 +14,15 @@ use libc::{c_int, c_long, c_uint, mmsghdr, msghdr, sockaddr, socklen_t};
 
 use super::connect::decide_connect;
 use super::fd::{decide_packet_socket, is_packet};
-use super::send::{bytes, decide_msg, decide_send, msg_dest_route, msg_payload};
+use super::send::{
+    bytes, decide_msg, decide_send, msg_dest_route, msg_payload, msg_unreadable, readable_msgs,
+};
 use super::sockopt::{decide_sockopt, watched};
 use super::{check, check_with};
 use crate::real;
 use crate::sock;
 use crate::state::deny_as;
-use crate::verdict::{refused_call, Action};
+use crate::verdict::{fault, refused_call, Action};
 
 type SyscallFn = unsafe extern "C" fn(c_long, ...) -> c_long;
 
@@ -52,6 +54,22 @@ pub unsafe extern "C" fn syscall(
     let words = [a1, a2, a3, a4, a5, a6];
     let fd = a1 as c_int;
     let action = match number {
+        libc::SYS_connect if sock::unreadable(a2 as *const sockaddr, a3 as socklen_t) => {
+            return fault();
+        }
+        libc::SYS_sendto if sock::unreadable(a5 as *const sockaddr, a6 as socklen_t) => {
+            return fault();
+        }
+        // SAFETY: sendmsg(fd, msg, flags): the caller's msghdr.
+        libc::SYS_sendmsg if unsafe { msg_unreadable(a2 as *const msghdr) } => return fault(),
+        libc::SYS_setsockopt
+            if watched(a2 as c_int, a3 as c_int)
+                && a4 != 0
+                && a5 as socklen_t > 0
+                && !sock::plausible(a4 as *const libc::c_void, a5 as socklen_t as usize) =>
+        {
+            return fault();
+        }
         libc::SYS_connect => {
             // SAFETY: connect(fd, addr, len): the caller's address of `len` bytes.
             let dest = unsafe { sock::read(a2 as *const sockaddr, a3 as socklen_t) };
@@ -82,12 +100,21 @@ pub unsafe extern "C" fn syscall(
         }
         libc::SYS_sendmmsg => {
             let (msgs, vlen, flags) = (a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int);
-            let allowed = check_with(vlen, 0, |loaded| {
+            let readable = if msgs.is_null() {
+                vlen
+            } else {
+                // SAFETY: the caller's `vlen` entries.
+                unsafe { readable_msgs(msgs, vlen) }
+            };
+            if readable == 0 && vlen > 0 {
+                return fault();
+            }
+            let allowed = check_with(readable, 0, |loaded| {
                 if msgs.is_null() {
                     return vlen;
                 }
                 let mut n = 0;
-                while n < vlen {
+                while n < readable {
                     // SAFETY: the caller passes `vlen` mmsghdr entries.
                     let (dest, payload) = unsafe {
                         let hdr = &(*msgs.add(n as usize)).msg_hdr;
