@@ -18,10 +18,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use crate::Fatal;
 
 /// Forwarded to COMMAND when sent to egress-run with `kill` (design.md, Decisions: Signals).
-/// Not SIGPIPE (the kernel sends it to egress-run itself for a closed stderr), nor the stop
-/// signals SIGTSTP/SIGTTIN/SIGTTOU (blocking them would keep Ctrl-Z from stopping egress-run,
-/// and the shell would wait for a job that never shows as stopped).
-const FORWARDED: [libc::c_int; 9] = [
+/// Not SIGPIPE: the kernel sends it to egress-run itself for a closed stderr. The stop
+/// signals are blocked like the others, so egress-run stops when COMMAND does (`reap`).
+const FORWARDED: [libc::c_int; 12] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -31,6 +30,9 @@ const FORWARDED: [libc::c_int; 9] = [
     libc::SIGALRM,
     libc::SIGWINCH,
     libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
 ];
 
 /// The signal COMMAND gets when the launcher dies first (only SIGKILL can do that: every
@@ -39,7 +41,7 @@ const FORWARDED: [libc::c_int; 9] = [
 const PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGKILL;
 
 /// Signals whose disposition the launcher changes for itself; COMMAND gets the caller's back.
-const TOUCHED: [libc::c_int; 11] = [
+const TOUCHED: [libc::c_int; 14] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -49,6 +51,9 @@ const TOUCHED: [libc::c_int; 11] = [
     libc::SIGALRM,
     libc::SIGWINCH,
     libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
     libc::SIGPIPE,
     libc::SIGCHLD,
 ];
@@ -221,14 +226,28 @@ impl Signals {
     }
 }
 
-/// COMMAND's wait status if it has ended (reaped now), or None while it runs.
+/// COMMAND's wait status if it has ended (reaped now), or None while it runs. When COMMAND
+/// was stopped by job control (Ctrl-Z, or a SIGTSTP forwarded from `kill`), egress-run stops
+/// too, as sudo does, so that the shell sees a stopped job; the shell's SIGCONT (`fg`, `bg`)
+/// continues both, and one sent to egress-run alone is forwarded.
 pub fn reap(child: libc::pid_t) -> Option<libc::c_int> {
     loop {
         let mut status = 0;
         // SAFETY: status is writable; WNOHANG never blocks.
-        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG | libc::WUNTRACED) };
         match r {
             0 => return None,
+            r if r == child && libc::WIFSTOPPED(status) => {
+                // Not for SIGSTOP (a debugger, `kill -STOP`): whoever continues COMMAND then
+                // would not know to continue egress-run, and nobody would read its events.
+                let sig = libc::WSTOPSIG(status);
+                if [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+                    // SAFETY: kill has no memory-safety preconditions. SIGSTOP, not `sig`:
+                    // it is blocked here, and always stops.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+                }
+                continue;
+            }
             r if r == child => return Some(status),
             _ if Error::last_os_error().kind() == ErrorKind::Interrupted => continue,
             // Not our child any more (cannot happen): report egress-run's own failure.

@@ -230,3 +230,55 @@ def test_command_dies_when_egress_run_is_killed(egress_bin, tmp_path):
     still = alive()
     finish(p)
     assert not still, "COMMAND still runs after egress-run was killed with SIGKILL"
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def _wait_state(pid, want):
+    for _ in range(400):  # hang guard, about 20 s
+        if _state(pid) in want:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("to", ["egress-run", "command"])
+def test_job_control_stop_and_continue(to, egress_bin):
+    """SIGTSTP sent to egress-run alone is forwarded; COMMAND stopped by job control (as by
+    Ctrl-Z, which reaches the whole foreground group) stops egress-run too, so that the shell
+    sees a stopped job; SIGCONT to egress-run continues both."""
+    code = ("import os, sys, time\n"
+            "print('ready', os.getpid(), flush=True)\n"
+            "for _ in range(600):  # gives up after about 30 s: never an orphan\n"
+            "    time.sleep(0.05)\n"
+            "    if sys.stdin.readline() == 'end\\n': sys.exit(7)\n")
+    # The kernel discards stop signals sent to an orphaned process group: egress-run gets a
+    # group of its own below a parent in the same session (as a job-control shell does).
+    parent = ("import subprocess, sys\n"
+              "p = subprocess.Popen(sys.argv[1:], process_group=0)\n"
+              "print('launcher', p.pid, flush=True)\n"
+              "sys.exit(p.wait())\n")
+    p = spawn([*py(parent), egress_bin, "--quiet", "--", *py(code)], env=guarded_env(),
+              stdin=subprocess.PIPE)
+    launcher = int(p.stdout.readline().split()[1])
+    pid = int(_ready(p).split()[1])
+    try:
+        os.kill(launcher if to == "egress-run" else pid, signal.SIGTSTP)
+        assert _wait_state(pid, "T"), f"COMMAND not stopped: {_state(pid)}"
+        assert _wait_state(launcher, "T"), f"egress-run not stopped: {_state(launcher)}"
+        os.kill(launcher, signal.SIGCONT)
+        assert _wait_state(pid, "RS"), f"COMMAND not continued: {_state(pid)}"
+        assert _wait_state(launcher, "RS"), f"egress-run not continued: {_state(launcher)}"
+        p.stdin.write("end\n")
+        p.stdin.flush()
+    except BaseException:
+        kill_tree(p)
+        raise
+    out, err = finish(p)
+    assert p.returncode == 7, (p.returncode, out, err)
