@@ -58,7 +58,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     // Before anything changes them: COMMAND gets the caller's mask and ignored signals.
     spawn::save_inherited();
     // As std's runtime does: a closed stderr must give EPIPE, not kill egress-run before it
-    // writes the report. COMMAND gets the default back (spawn.rs).
+    // writes the report. COMMAND gets the caller's disposition back (spawn.rs).
     // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // A panic must not unwind into C; the hook has printed it. 101 as under std's runtime.
