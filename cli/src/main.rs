@@ -40,6 +40,13 @@ impl Fatal {
     }
 }
 
+/// How egress-run ends: with an exit status, or killed by the signal that killed COMMAND
+/// (CONTRACT Additions, "Signals and exit status").
+enum Exit {
+    Code(i32),
+    Signal(libc::c_int),
+}
+
 const EXIT_DENIED: i32 = 3;
 pub const EXIT_OWN_FAILURE: i32 = 125;
 const EXIT_CANNOT_EXECUTE: i32 = 126;
@@ -48,8 +55,10 @@ const EXIT_NOT_FOUND: i32 = 127;
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     open_missing_stdio();
+    // Before anything changes them: COMMAND gets the caller's mask and ignored signals.
+    spawn::save_inherited();
     // As std's runtime does: a closed stderr must give EPIPE, not kill egress-run before it
-    // writes the report. COMMAND gets the default back (spawn.rs).
+    // writes the report. COMMAND gets the caller's disposition back (spawn.rs).
     // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // A panic must not unwind into C; the hook has printed it. 101 as under std's runtime.
@@ -57,11 +66,18 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
         Ok(code) => code,
         Err(fatal) => {
             to_stderr(&format!("egress-run: {}; {}\n", fatal.what, fatal.todo));
-            EXIT_OWN_FAILURE
+            Exit::Code(EXIT_OWN_FAILURE)
         }
     })
-    .unwrap_or(101);
-    std::process::exit(code);
+    .unwrap_or(Exit::Code(101));
+    match code {
+        Exit::Code(code) => std::process::exit(code),
+        Exit::Signal(sig) => {
+            // Returns only for a signal that cannot end a process by default.
+            spawn::die_of(sig);
+            std::process::exit(128 + sig)
+        }
+    }
 }
 
 /// Writes `text` to stderr with one write: COMMAND's tree shares the descriptor, and a line
@@ -98,7 +114,7 @@ fn open_missing_stdio() {
     }
 }
 
-fn run() -> Result<i32, Fatal> {
+fn run() -> Result<Exit, Fatal> {
     let raw: Vec<OsString> = std::env::args_os().collect();
     let config = args::parse(raw)?;
     let library = handover::find_library()?;
@@ -161,12 +177,17 @@ fn run() -> Result<i32, Fatal> {
             ("LD_PRELOAD", preload.as_deref()),
             (POLICY_ENV, Some(locator.as_os_str())),
         ])
-        .and_then(|env| spawn::spawn(&config.command, &env, found.as_deref()))
+        .and_then(|env| spawn::spawn(&config.command, &env))
     };
+    let mut death_signal = None;
     let command_status = match spawned {
         Ok(pid) => {
             child_pid = pid;
-            Ok(spawn::exit_code(events.run(&mut collector, &signals, pid)))
+            let status = events.run(&mut collector, &signals, pid);
+            if libc::WIFSIGNALED(status) {
+                death_signal = Some(libc::WTERMSIG(status));
+            }
+            Ok(spawn::exit_code(status))
         }
         Err(e) => {
             events.finish(&mut collector);
@@ -289,5 +310,9 @@ fn run() -> Result<i32, Fatal> {
             )
         })?;
     }
-    Ok(exit_code)
+    // The summary says 128+N either way; the caller sees COMMAND's death by signal N.
+    Ok(match death_signal {
+        Some(sig) => Exit::Signal(sig),
+        None => Exit::Code(exit_code),
+    })
 }

@@ -1,8 +1,11 @@
 //! Starting COMMAND and following it from the launcher's single thread.
 //!
-//! COMMAND is started with `posix_spawnp`, which glibc implements with `CLONE_VM|CLONE_VFORK`:
-//! unlike `fork`, it copies no page tables and leaves no copy-on-write faults behind in the
-//! launcher or the child (std's `Command` must fork as soon as a `pre_exec` hook is set).
+//! COMMAND is started by a `clone(CLONE_VM|CLONE_VFORK)` child, as glibc's `posix_spawnp`
+//! does it: unlike `fork`, it copies no page tables and leaves no copy-on-write faults behind
+//! in the launcher or the child (std's `Command` must fork as soon as a `pre_exec` hook is
+//! set). Unlike `posix_spawnp` it lets the child set `PR_SET_PDEATHSIG` before `execvpe`, so
+//! COMMAND does not run on unsupervised when egress-run is killed with SIGKILL, and it gives
+//! COMMAND back exactly the signal mask and ignored signals egress-run's caller gave.
 //! The signals to forward and COMMAND's exit (`SIGCHLD`) arrive on one `signalfd`, so the
 //! event loop waits for events, signals and the exit with a single `poll`, and no thread is
 //! started.
@@ -11,12 +14,124 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io::{Error, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
 
 use crate::Fatal;
 
-/// Forwarded to COMMAND when sent to egress-run with `kill`.
-const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// Forwarded to COMMAND when sent to egress-run with `kill` (design.md, Decisions: Signals).
+/// Not SIGPIPE: the kernel sends it to egress-run itself for a closed stderr. The stop
+/// signals are blocked like the others, so egress-run stops when COMMAND does (`reap`).
+const FORWARDED: [libc::c_int; 12] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// The signal COMMAND gets when the launcher dies first (only SIGKILL can do that: every
+/// other deadly signal sent to it is forwarded or ends it after COMMAND). SIGKILL, because
+/// the caller chose the one signal nothing may outlive.
+const PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGKILL;
+
+/// Signals whose disposition the launcher changes for itself; COMMAND gets the caller's back.
+const TOUCHED: [libc::c_int; 14] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGPIPE,
+    libc::SIGCHLD,
+];
+
+/// What egress-run's caller gave it: the signal mask, and which of `TOUCHED` were ignored.
+struct Inherited {
+    mask: libc::sigset_t,
+    ignored: [bool; TOUCHED.len()],
+}
+
+static INHERITED: std::sync::OnceLock<Inherited> = std::sync::OnceLock::new();
+
+/// Records the caller's signal mask and ignored signals; call first thing, before the
+/// launcher changes any of them.
+pub fn save_inherited() {
+    // SAFETY: sigset_t is plain data; a NULL new set only queries the mask.
+    let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: mask is writable.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask) };
+    let mut ignored = [false; TOUCHED.len()];
+    for (i, &sig) in TOUCHED.iter().enumerate() {
+        // SAFETY: sigaction is plain data; a NULL new action only queries.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: old is writable.
+        unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        ignored[i] = old.sa_sigaction == libc::SIG_IGN;
+    }
+    let _ = INHERITED.set(Inherited { mask, ignored });
+}
+
+/// Sets `sig`'s disposition to `handler` (SIG_DFL or SIG_IGN).
+fn set_disposition(sig: libc::c_int, handler: libc::sighandler_t) {
+    // SAFETY: sigaction is plain data (empty mask, no flags); SIG_DFL/SIG_IGN run no code.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        libc::sigaction(sig, &action, std::ptr::null_mut());
+    }
+}
+
+/// Ends egress-run with the signal that ended COMMAND, as sudo does, so that its caller sees
+/// what it would have seen without egress-run (a shell loop stops at Ctrl-C). Returns only
+/// when `sig` cannot end a process by default (the caller then exits with 128+N).
+pub fn die_of(sig: libc::c_int) {
+    // Only the kernel can end a process with these; raised, they would stop it or do nothing.
+    let harmless = [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGURG,
+        libc::SIGWINCH,
+        libc::SIGSTOP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ];
+    if harmless.contains(&sig) {
+        return;
+    }
+    // No core of egress-run: COMMAND's crash is not ours. A limit of 0 is not enough when
+    // core_pattern is a pipe (systemd-coredump, apport); a non-dumpable process never dumps.
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid rlimit; prctl(PR_SET_DUMPABLE) takes plain integers.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    set_disposition(sig, libc::SIG_DFL);
+    let set = sigset(&[sig]);
+    // SAFETY: set is a valid sigset_t; raise has no memory-safety preconditions. An unblocked
+    // signal sent to the calling (only) thread is delivered before kill returns.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
 
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
@@ -38,15 +153,20 @@ pub struct Signals {
 
 impl Signals {
     /// Blocks the forwarded signals and `SIGCHLD` (the launcher has a single thread, so this
-    /// covers the process) and opens a descriptor that reports them. COMMAND gets an empty
-    /// mask again (`spawn`).
+    /// covers the process) and opens a descriptor that reports them. COMMAND gets the
+    /// caller's mask and dispositions again (`spawn`).
     pub fn block() -> Result<Self, Fatal> {
         // Inherited SIG_IGN for SIGCHLD would have the kernel reap COMMAND silently and send
-        // no SIGCHLD at all: its exit would go unnoticed.
-        // SAFETY: setting a signal's disposition to SIG_DFL has no memory-safety preconditions.
-        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-        let [int, term, hup] = FORWARDED;
-        let set = sigset(&[int, term, hup, libc::SIGCHLD]);
+        // no SIGCHLD at all: its exit would go unnoticed. An ignored signal is discarded when
+        // sent, never queued on the signalfd: one ignored by the caller (nohup, a background
+        // job's SIGINT) could not be forwarded to a COMMAND that handles it.
+        set_disposition(libc::SIGCHLD, libc::SIG_DFL);
+        for sig in FORWARDED {
+            set_disposition(sig, libc::SIG_DFL);
+        }
+        let mut signals = FORWARDED.to_vec();
+        signals.push(libc::SIGCHLD);
+        let set = sigset(&signals);
         // SAFETY: set is a valid sigset_t; this changes only the calling thread's mask.
         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         // SAFETY: a new signalfd for a valid set.
@@ -70,7 +190,7 @@ impl Signals {
         self.fd.as_raw_fd()
     }
 
-    /// Reads the pending signals, forwards SIGINT/SIGTERM/SIGHUP to `child`, and tells
+    /// Reads the pending signals, forwards those in `FORWARDED` to `child`, and tells
     /// whether a `SIGCHLD` came.
     pub fn read(&self, child: libc::pid_t) -> bool {
         let mut child_changed = false;
@@ -106,14 +226,28 @@ impl Signals {
     }
 }
 
-/// COMMAND's wait status if it has ended (reaped now), or None while it runs.
+/// COMMAND's wait status if it has ended (reaped now), or None while it runs. When COMMAND
+/// was stopped by job control (Ctrl-Z, or a SIGTSTP forwarded from `kill`), egress-run stops
+/// too, as sudo does, so that the shell sees a stopped job; the shell's SIGCONT (`fg`, `bg`)
+/// continues both, and one sent to egress-run alone is forwarded.
 pub fn reap(child: libc::pid_t) -> Option<libc::c_int> {
     loop {
         let mut status = 0;
         // SAFETY: status is writable; WNOHANG never blocks.
-        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG | libc::WUNTRACED) };
         match r {
             0 => return None,
+            r if r == child && libc::WIFSTOPPED(status) => {
+                // Not for SIGSTOP (a debugger, `kill -STOP`): whoever continues COMMAND then
+                // would not know to continue egress-run, and nobody would read its events.
+                let sig = libc::WSTOPSIG(status);
+                if [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+                    // SAFETY: kill has no memory-safety preconditions. SIGSTOP, not `sig`:
+                    // it is blocked here, and always stops.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+                }
+                continue;
+            }
             r if r == child => return Some(status),
             _ if Error::last_os_error().kind() == ErrorKind::Interrupted => continue,
             // Not our child any more (cannot happen): report egress-run's own failure.
@@ -167,97 +301,124 @@ fn pointers(strings: &[CString]) -> Vec<*mut libc::c_char> {
         .collect()
 }
 
-/// `posix_spawnattr_t` set up for COMMAND: an empty signal mask, and SIGPIPE back to its
-/// default (std's runtime ignores it in the launcher).
-struct Attr(libc::posix_spawnattr_t);
+/// What the `clone` child needs; it shares the launcher's memory until it execs.
+struct Child {
+    file: *const libc::c_char,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+    parent: libc::pid_t,
+    mask: libc::sigset_t,
+    dispositions: [(libc::c_int, libc::sighandler_t); TOUCHED.len()],
+    /// Written by the child when exec failed; read by the launcher once the child is gone.
+    error: libc::c_int,
+}
 
-impl Attr {
-    fn new() -> std::io::Result<Box<Self>> {
-        // SAFETY: posix_spawnattr_t is plain data, initialised by posix_spawnattr_init. Boxed:
-        // POSIX does not promise that an initialised one may be moved.
-        let mut attr = Box::new(Attr(unsafe { std::mem::zeroed() }));
-        // SAFETY: attr.0 is writable.
-        let rc = unsafe { libc::posix_spawnattr_init(&mut attr.0) };
-        if rc != 0 {
-            return Err(Error::from_raw_os_error(rc));
+/// Runs in the `clone(CLONE_VM|CLONE_VFORK)` child, on its own stack, while the launcher
+/// waits: only async-signal-safe calls, no allocation, no unwinding.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: arg points at the launcher's Child, alive and untouched until this child execs
+    // or exits (CLONE_VFORK suspends the launcher until then).
+    let child = unsafe { &mut *arg.cast::<Child>() };
+    // SAFETY: plain system calls and libc functions on valid data. Without CLONE_SIGHAND the
+    // child has its own copy of the dispositions: the launcher's are not changed.
+    unsafe {
+        for &(sig, handler) in &child.dispositions {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
         }
-        let empty = sigset(&[]);
-        let default = sigset(&[libc::SIGPIPE]);
-        let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
-        // SAFETY: attr.0 was initialised above; the sets are valid.
-        let rc = unsafe {
-            let a = libc::posix_spawnattr_setsigmask(&mut attr.0, &empty);
-            let b = libc::posix_spawnattr_setsigdefault(&mut attr.0, &default);
-            let c = libc::posix_spawnattr_setflags(&mut attr.0, flags);
-            if a != 0 {
-                a
-            } else if b != 0 {
-                b
-            } else {
-                c
-            }
-        };
-        if rc != 0 {
-            return Err(Error::from_raw_os_error(rc));
+        libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL, 0, 0, 0);
+        // The launcher died before the line above: the signal will never come.
+        if libc::getppid() != child.parent {
+            libc::_exit(128 + PARENT_DEATH_SIGNAL);
         }
-        Ok(attr)
+        libc::sigprocmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
+        // execvpe searches PATH as execvp does, and runs a file the kernel cannot execute
+        // (ENOEXEC: a script without `#!`) with /bin/sh, as posix_spawnp does not.
+        libc::execvpe(child.file, argv_const(child.argv), argv_const(child.envp));
+        std::ptr::write_volatile(&mut child.error, *libc::__errno_location());
+        libc::_exit(127)
     }
 }
 
-impl Drop for Attr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new, destroyed once.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
-    }
+fn argv_const(p: *const *mut libc::c_char) -> *const *const libc::c_char {
+    p.cast()
 }
 
-/// Starts `command` (looked up in PATH as execvp does) with environment `env`. `found` is
-/// where the lookup lands: a file the kernel cannot execute (`ENOEXEC`, a script without
-/// `#!`) runs with `/bin/sh`, as execvp does and posix_spawnp does not.
-pub fn spawn(
-    command: &[OsString],
-    env: &[CString],
-    found: Option<&Path>,
-) -> std::io::Result<libc::pid_t> {
+/// Starts `command` (looked up in PATH as execvp does) with environment `env`.
+pub fn spawn(command: &[OsString], env: &[CString]) -> std::io::Result<libc::pid_t> {
     let argv = command
         .iter()
         .map(|a| cstring(a.as_bytes().to_vec()))
         .collect::<std::io::Result<Vec<_>>>()?;
-    let attr = Attr::new()?;
+    let inherited = INHERITED.get();
+    let argv_ptrs = pointers(&argv);
     let envp = pointers(env);
-    let mut pid = 0;
-    let run = |pid: &mut libc::pid_t, file: &CString, argv: &[CString], search: bool| {
-        let argv = pointers(argv);
-        // The same arguments either way: posix_spawnp searches PATH for `file`.
-        let spawn = if search {
-            libc::posix_spawnp
-        } else {
-            libc::posix_spawn
-        };
-        // SAFETY: file, argv and envp are NUL-terminated strings in NULL-terminated arrays
-        // that outlive the call; attr is initialised; no file actions.
-        unsafe {
-            spawn(
-                pid,
-                file.as_ptr(),
-                std::ptr::null(),
-                &attr.0,
-                argv.as_ptr(),
-                envp.as_ptr(),
-            )
-        }
-    };
-    let mut rc = run(&mut pid, &argv[0], &argv, true);
-    if rc == libc::ENOEXEC {
-        if let Some(path) = found {
-            let sh = c"/bin/sh".to_owned();
-            let mut sh_argv = vec![sh.clone(), cstring(path.as_os_str().as_bytes().to_vec())?];
-            sh_argv.extend(argv[1..].iter().cloned());
-            rc = run(&mut pid, &sh, &sh_argv, false);
-        }
+    let mut dispositions = [(0, libc::SIG_DFL); TOUCHED.len()];
+    for (i, &sig) in TOUCHED.iter().enumerate() {
+        let ignored = inherited.is_some_and(|inh| inh.ignored[i]);
+        dispositions[i] = (
+            sig,
+            if ignored {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            },
+        );
     }
-    if rc != 0 {
-        return Err(Error::from_raw_os_error(rc));
+    let mut child = Child {
+        file: argv[0].as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp.as_ptr(),
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        mask: inherited.map_or_else(|| sigset(&[]), |inh| inh.mask),
+        dispositions,
+        error: 0,
+    };
+    // execvpe keeps the PATH candidate and, for a script without `#!`, a copy of argv on the
+    // stack: room for both beyond a generous base.
+    let path_len = std::env::var_os("PATH").map_or(0, |p| p.len());
+    let page = 4096;
+    let size = (64 * 1024 + (argv.len() + 2) * 8 + path_len + argv[0].as_bytes().len() + page)
+        .next_multiple_of(page);
+    // SAFETY: a fresh private anonymous mapping; checked below.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: the stack grows down from the end of the mapping; child_main only uses `child`,
+    // which outlives the call: CLONE_VFORK returns once the child has exec'd or exited.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.cast::<u8>().add(size).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut child as *mut Child).cast(),
+        )
+    };
+    let clone_error = Error::last_os_error();
+    // SAFETY: the mapping made above; the child no longer runs on it.
+    unsafe { libc::munmap(stack, size) };
+    if pid < 0 {
+        return Err(clone_error);
+    }
+    // SAFETY: the child has exec'd or exited; the volatile read sees what it wrote.
+    let error = unsafe { std::ptr::read_volatile(&child.error) };
+    if error != 0 {
+        let mut status = 0;
+        // SAFETY: status is writable; the child has exited (reaps the zombie).
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(Error::from_raw_os_error(error));
     }
     Ok(pid)
 }

@@ -468,6 +468,9 @@ def parse_report(raw, returncode=None, mode=None):
             got[k] = got.get(k, 0) + d.get("count", 0)
         if got != want:
             problems.append(f"summary.destinations {got} do not group the attempt lines {want}")
+        # Died of signal N (egress-run re-raises COMMAND's death signal): exit_code says 128+N.
+        if returncode is not None and returncode < 0:
+            returncode = 128 - returncode
         if returncode is not None and summary.get("exit_code") != returncode:
             problems.append(f"summary.exit_code is {summary.get('exit_code')}, egress-run exited {returncode}")
         # pid 0: a program egress-run refused to start; it never was a process.
