@@ -130,7 +130,7 @@ fn run() -> Result<i32, Fatal> {
     let found = unguarded::resolve(&config.command[0]);
     let unguarded = found
         .as_ref()
-        .and_then(|path| unguarded::reason(path).map(|why| (path.clone(), why)));
+        .and_then(|path| unguarded::reason(path, &config.command).map(|why| (path.clone(), why)));
     let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
@@ -199,8 +199,14 @@ fn run() -> Result<i32, Fatal> {
     // Coverage record: only a check-in proves COMMAND was guarded. One that never checked in
     // (its loader ignored or rejected the library: an unrecognised loader, a broken install)
     // ran unguarded, whatever the detection above said.
-    let never_checked_in =
-        unguarded.is_none() && child_pid > 0 && !collector.pids.contains(&child_pid);
+    // The loader run only to list or verify (`ld.so --list`) runs no program: nothing to check in.
+    let inspects_only = found
+        .as_deref()
+        .is_some_and(|p| unguarded::runs_no_program(p, &config.command));
+    let never_checked_in = unguarded.is_none()
+        && !inspects_only
+        && child_pid > 0
+        && !collector.pids.contains(&child_pid);
     if never_checked_in {
         let exe = found
             .map(|p| p.canonicalize().unwrap_or(p).to_string_lossy().into_owned())

@@ -13,7 +13,8 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use egress_policy::elf::{
-    preload_is_fatal, unguarded_reason, Opened, ProgramFiles, NO_WORKING_DIRECTORY,
+    preload_is_fatal, unguarded_reason, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
+    NO_WORKING_DIRECTORY,
 };
 use egress_policy::{chain_extends, Mode};
 
@@ -145,11 +146,16 @@ impl ProgramFiles for HookFiles {
             };
         }
         self.fd = fd;
-        // SAFETY: st is writable; fgetxattr with a null buffer of size 0 only asks for the size.
-        let (stat_ok, caps) = unsafe {
+        // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: st and vfs are writable; fgetxattr with a null buffer of size 0 only asks for
+        // the size; fstatvfs is fstatfs plus field copies (glibc reads /proc/mounts only on
+        // kernels older than 2.6.36, which lack ST_VALID).
+        let (stat_ok, caps, nosuid) = unsafe {
             (
                 libc::fstat(fd, &mut st) == 0,
                 libc::fgetxattr(fd, c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0,
+                libc::fstatvfs(fd, &mut vfs) == 0 && vfs.f_flag & libc::ST_NOSUID != 0,
             )
         };
         if !stat_ok || st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -158,10 +164,13 @@ impl ProgramFiles for HookFiles {
         // SAFETY: first is writable for its length; pread on our own descriptor.
         let n = unsafe { libc::pread(fd, self.first.as_mut_ptr().cast(), self.first.len(), 0) };
         self.first_len = n.max(0) as usize;
-        Opened::File {
+        Opened::File(FileIds {
             mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
             caps,
-        }
+            nosuid,
+        })
     }
 
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
@@ -194,11 +203,61 @@ impl ProgramFiles for HookFiles {
     }
 }
 
-/// Why the guard cannot enter the program at `path` (NUL-terminated, resolved in `dir`),
-/// following its `#!` interpreters.
-fn unguardable(path: &[u8], dir: Option<c_int>) -> Option<&'static str> {
+/// The arguments of an exec: a NULL-terminated array of C strings (or null).
+struct HookArgs(*const *const c_char);
+
+impl ProgramArgs for HookArgs {
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        if self.0.is_null() {
+            return None;
+        }
+        for at in 0..=i {
+            // SAFETY: argv is NULL-terminated (the caller's promise to `gate`): entries up to
+            // the first null are readable.
+            let entry = unsafe { *self.0.add(at) };
+            if entry.is_null() {
+                return None;
+            }
+            if at == i {
+                // SAFETY: a NUL-terminated string of the array, alive for the exec call.
+                return Some(unsafe { CStr::from_ptr(entry) }.to_bytes_with_nul());
+            }
+        }
+        None
+    }
+}
+
+/// This process's credentials (plain system calls: no lock, no allocation).
+fn credentials() -> Credentials {
+    let (mut ruid, mut euid, mut suid) = (0, 0, 0);
+    let (mut rgid, mut egid, mut sgid) = (0, 0, 0);
+    // SAFETY: writable ids; getresuid/getresgid/prctl are plain system calls.
+    let nnp = unsafe {
+        libc::getresuid(&mut ruid, &mut euid, &mut suid);
+        libc::getresgid(&mut rgid, &mut egid, &mut sgid);
+        libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
+    };
+    Credentials {
+        ruid,
+        euid,
+        rgid,
+        egid,
+        no_new_privs: nnp,
+    }
+}
+
+/// Why the guard cannot enter the program at `path` (NUL-terminated, resolved in `dir`) run
+/// with `argv` by this process, following its `#!` interpreters.
+///
+/// # Safety
+/// `argv` must be null or a NULL-terminated array of NUL-terminated strings.
+unsafe fn unguardable(
+    path: &[u8],
+    dir: Option<c_int>,
+    argv: *const *const c_char,
+) -> Option<&'static str> {
     let mut files = HookFiles::new(dir);
-    unguarded_reason(&mut files, path)
+    unguarded_reason(&mut files, path, &HookArgs(argv), &credentials())
 }
 
 /// Writes the concatenation of `parts` and a NUL into `out`; returns the length with the NUL.
@@ -292,7 +351,8 @@ unsafe fn gate(
                 Ok(join_into(&mut found, &[file]))
             };
             let (len, why) = match located {
-                Ok(Some(len)) => (len, unguardable(&found[..len], dir)),
+                // SAFETY: argv as the caller promises.
+                Ok(Some(len)) => (len, unsafe { unguardable(&found[..len], dir, argv) }),
                 Ok(None) => return Gate::Proceed,
                 // A PATH search in a directory the gate cannot follow.
                 Err(()) => match join_into(&mut found, &[file]) {
