@@ -128,9 +128,14 @@ fn run() -> Result<i32, Fatal> {
     // A program the library cannot enter is found before it runs (CONTRACT "Unguarded
     // programs"): refused in block mode unless --allow-unguarded, else run and reported.
     let found = unguarded::resolve(&config.command[0]);
-    let unguarded = found
+    let checked = found
         .as_ref()
-        .and_then(|path| unguarded::reason(path, &config.command).map(|why| (path.clone(), why)));
+        .map(|path| (path, unguarded::reason(path, &config.command)));
+    let unguarded = checked
+        .as_ref()
+        .and_then(|(path, (why, _))| why.map(|why| ((*path).clone(), why)));
+    // A sanitizer runtime the program links must lead LD_PRELOAD (ASan aborts otherwise).
+    let runtime = checked.and_then(|(_, (_, rt))| rt.get().map(<[u8]>::to_vec));
     let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
@@ -148,6 +153,9 @@ fn run() -> Result<i32, Fatal> {
         _ if preloaded => user_preload.clone(),
         _ => Some(handover::ld_preload(user_preload.as_deref(), &library)),
     };
+    let added = std::env::var_os(handover::SANITIZER_ENV);
+    let (preload, sanitizer) =
+        handover::runtime_first(preload, added.as_deref(), runtime.as_deref());
     let mut locator = OsString::from(sealed.locator.to_env_value());
     if let Some(outer) = &outer_chain {
         locator.push(";");
@@ -160,6 +168,7 @@ fn run() -> Result<i32, Fatal> {
         spawn::environment(&[
             ("LD_PRELOAD", preload.as_deref()),
             (POLICY_ENV, Some(locator.as_os_str())),
+            (handover::SANITIZER_ENV, sanitizer.as_deref()),
         ])
         .and_then(|env| spawn::spawn(&config.command, &env, found.as_deref()))
     };

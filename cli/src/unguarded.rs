@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use egress_policy::elf::{
-    unguarded_reason, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
+    check_program, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles, Runtime,
 };
 
 /// Finds COMMAND the way execvp does: a name with a '/' is a path, others are looked up in PATH.
@@ -203,15 +203,24 @@ pub fn runs_no_program(path: &Path, argv: &[OsString]) -> bool {
 }
 
 /// Why the guard cannot enter the program at `path` run with `argv` (following its `#!`
-/// interpreters; for the loader run directly, the program it loads).
-pub fn reason(path: &Path, argv: &[OsString]) -> Option<&'static str> {
+/// interpreters; for the loader run directly, the program it loads); and the sanitizer runtime
+/// a guardable one needs first in `LD_PRELOAD`.
+pub fn reason(path: &Path, argv: &[OsString]) -> (Option<&'static str>, Runtime) {
     let mut c = path.as_os_str().as_bytes().to_vec();
     c.push(0);
     let mut files = LauncherFiles {
         file: None,
         page: Vec::new(),
     };
-    unguarded_reason(&mut files, &c, &launcher_args(argv), &credentials())
+    let mut runtime = Runtime::NONE;
+    let why = check_program(
+        &mut files,
+        &c,
+        &launcher_args(argv),
+        &credentials(),
+        &mut runtime,
+    );
+    (why, runtime)
 }
 
 #[cfg(test)]

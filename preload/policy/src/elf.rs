@@ -161,6 +161,19 @@ pub fn unguarded_reason(
     args: &dyn ProgramArgs,
     creds: &Credentials,
 ) -> Option<&'static str> {
+    let mut runtime = Runtime::NONE;
+    check_program(files, path, args, creds, &mut runtime)
+}
+
+/// As `unguarded_reason`, and for a guardable program that links a sanitizer runtime which
+/// must come first in the initial library list (see `Runtime`), that runtime in `runtime`.
+pub fn check_program(
+    files: &mut dyn ProgramFiles,
+    path: &[u8],
+    args: &dyn ProgramArgs,
+    creds: &Credentials,
+    runtime: &mut Runtime,
+) -> Option<&'static str> {
     let mut head = [0u8; 256];
     let mut interp = [0u8; 257];
     let mut interp_len = 0;
@@ -192,12 +205,16 @@ pub fn unguarded_reason(
                 if depth > 0 {
                     return Some(LOADER_BY_SCRIPT);
                 }
-                return loaded_program(files, args, class, &mut head);
+                return loaded_program(files, args, class, &mut head, runtime);
             }
             Program::Script { start, end } if end - start < interp.len() => {
                 interp[..end - start].copy_from_slice(&head[start..end]);
                 interp[end - start] = 0;
                 interp_len = end - start + 1;
+            }
+            Program::Guardable => {
+                *runtime = needed_runtime(&mut |off, buf| files.read_at(off, buf));
+                return None;
             }
             _ => return None,
         }
@@ -291,6 +308,7 @@ fn loaded_program(
     args: &dyn ProgramArgs,
     loader_class: u8,
     head: &mut [u8; 256],
+    runtime: &mut Runtime,
 ) -> Option<&'static str> {
     let program = args.arg(loader_program(args).0?)?;
     if !matches!(files.open(program), Opened::File(_)) {
@@ -300,8 +318,148 @@ fn loaded_program(
     files.read_at(0, &mut class);
     match classify(&mut |off, buf| files.read_at(off, buf), head) {
         Program::Unguarded(why) if class[4] == loader_class || loader_class == 2 => Some(why),
+        Program::Guardable => {
+            *runtime = needed_runtime(&mut |off, buf| files.read_at(off, buf));
+            None
+        }
         _ => None,
     }
+}
+
+/// A sanitizer runtime a program links (`DT_NEEDED`) that insists on being first in the
+/// initial library list: AddressSanitizer aborts ("ASan runtime does not come first") and
+/// ThreadSanitizer and HWASan check the same, when a preloaded library comes before them. Its
+/// soname (without NUL) is `name[..len]`; `len` 0: none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Runtime {
+    pub name: [u8; 48],
+    pub len: usize,
+}
+
+impl Runtime {
+    pub const NONE: Runtime = Runtime {
+        name: [0u8; 48],
+        len: 0,
+    };
+
+    pub fn get(&self) -> Option<&[u8]> {
+        (self.len > 0).then(|| &self.name[..self.len])
+    }
+}
+
+/// Sonames of the runtimes that must come first (GCC's and Clang's shared runtimes).
+const FIRST_RUNTIMES: &[&[u8]] = &[
+    b"libasan.so",
+    b"libtsan.so",
+    b"libhwasan.so",
+    b"libclang_rt.asan",
+    b"libclang_rt.tsan",
+    b"libclang_rt.hwasan",
+];
+
+/// True when `entry` (an `LD_PRELOAD` entry: a soname or a path) is a runtime that must come
+/// first.
+pub fn is_first_runtime(entry: &[u8]) -> bool {
+    let base = entry.rsplit(|&b| b == b'/').next().unwrap_or(entry);
+    FIRST_RUNTIMES.iter().any(|r| base.starts_with(r))
+}
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const DT_NULL: u64 = 0;
+const DT_NEEDED: u64 = 1;
+const DT_STRTAB: u64 = 5;
+/// Dynamic entries looked at (real programs have 25-40).
+const MAX_DYNAMIC: u64 = 256;
+
+/// The first sanitizer runtime in the `DT_NEEDED` list of the dynamic ELF program read by
+/// `read_at` (64-bit, this machine's byte order). A few reads: the dynamic segment, once to
+/// find the string table and once for the needed names.
+pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runtime {
+    let mut out = Runtime::NONE;
+    let mut h = [0u8; 64];
+    if read_at(0, &mut h) < 64 || &h[..4] != b"\x7fELF" || h[4] != 2 {
+        return out;
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(&h, 32),
+        u64::from(u16_at(&h, 54)),
+        u64::from(u16_at(&h, 56)).min(256),
+    );
+    if phentsize < 56 {
+        return out;
+    }
+    let mut ph = [0u8; 56];
+    let mut dynamic = None;
+    for i in 0..phnum {
+        if read_at(phoff + i * phentsize, &mut ph) < 56 {
+            return out;
+        }
+        if u32_at(&ph, 0) == PT_DYNAMIC {
+            dynamic = Some((u64_at(&ph, 8), u64_at(&ph, 32)));
+        }
+    }
+    let Some((dyn_off, dyn_size)) = dynamic else {
+        return out;
+    };
+    let count = (dyn_size / 16).min(MAX_DYNAMIC);
+    let mut entry = [0u8; 16];
+    let mut strtab = None;
+    for i in 0..count {
+        if read_at(dyn_off + i * 16, &mut entry) < 16 {
+            return out;
+        }
+        match u64_at(&entry, 0) {
+            DT_NULL => break,
+            DT_STRTAB => strtab = Some(u64_at(&entry, 8)),
+            _ => {}
+        }
+    }
+    let Some(strtab) = strtab else {
+        return out;
+    };
+    // The string table's address, as a file offset (through the load segment holding it).
+    let mut str_off = None;
+    for i in 0..phnum {
+        if read_at(phoff + i * phentsize, &mut ph) < 56 {
+            return out;
+        }
+        let (ty, off, vaddr, filesz) = (
+            u32_at(&ph, 0),
+            u64_at(&ph, 8),
+            u64_at(&ph, 16),
+            u64_at(&ph, 32),
+        );
+        if ty == PT_LOAD && vaddr <= strtab && strtab - vaddr < filesz {
+            str_off = Some(strtab - vaddr + off);
+            break;
+        }
+    }
+    let Some(str_off) = str_off else {
+        return out;
+    };
+    for i in 0..count {
+        if read_at(dyn_off + i * 16, &mut entry) < 16 {
+            return out;
+        }
+        match u64_at(&entry, 0) {
+            DT_NULL => break,
+            DT_NEEDED => {
+                let mut name = [0u8; 48];
+                let n = read_at(str_off.saturating_add(u64_at(&entry, 8)), &mut name);
+                let Some(len) = name[..n].iter().position(|&b| b == 0) else {
+                    continue;
+                };
+                if len > 0 && is_first_runtime(&name[..len]) {
+                    out.name[..len].copy_from_slice(&name[..len]);
+                    out.len = len;
+                    return out;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {

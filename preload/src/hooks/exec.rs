@@ -13,8 +13,8 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use egress_policy::elf::{
-    preload_is_fatal, unguarded_reason, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
-    NO_WORKING_DIRECTORY,
+    check_program, preload_is_fatal, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
+    Runtime, NO_WORKING_DIRECTORY,
 };
 use egress_policy::{chain_extends, Mode};
 
@@ -27,6 +27,8 @@ use crate::verdict::{set_errno, REFUSED_EXEC_ERRNO};
 
 const PRELOAD_KEY: &[u8] = b"LD_PRELOAD=";
 const POLICY_KEY: &[u8] = b"EGRESS_RUN_POLICY=";
+/// The sanitizer runtime a guard put first in `LD_PRELOAD` (the launcher's `SANITIZER_ENV`).
+const SANITIZER_KEY: &[u8] = b"EGRESS_RUN_SANITIZER=";
 
 extern "C" {
     static environ: *const *const c_char;
@@ -247,7 +249,8 @@ fn credentials() -> Credentials {
 }
 
 /// Why the guard cannot enter the program at `path` (NUL-terminated, resolved in `dir`) run
-/// with `argv` by this process, following its `#!` interpreters.
+/// with `argv` by this process, following its `#!` interpreters; for a guardable program, the
+/// sanitizer runtime it needs first goes to `runtime`.
 ///
 /// # Safety
 /// `argv` must be null or a NULL-terminated array of NUL-terminated strings.
@@ -255,9 +258,10 @@ unsafe fn unguardable(
     path: &[u8],
     dir: Option<c_int>,
     argv: *const *const c_char,
+    runtime: &mut Runtime,
 ) -> Option<&'static str> {
     let mut files = HookFiles::new(dir);
-    unguarded_reason(&mut files, path, &HookArgs(argv), &credentials())
+    check_program(&mut files, path, &HookArgs(argv), &credentials(), runtime)
 }
 
 /// Writes the concatenation of `parts` and a NUL into `out`; returns the length with the NUL.
@@ -315,6 +319,8 @@ fn locate(file: &[u8], dir: Option<c_int>, out: &mut [u8; 4096]) -> Result<Optio
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Gate {
     Proceed,
+    /// Guardable, and it links a sanitizer runtime that must lead its `LD_PRELOAD`.
+    RuntimeFirst(Runtime),
     /// The guard cannot enter it, and block mode refuses it.
     Refuse,
     /// The guard cannot enter it, but it may run (audit mode, `--allow-unguarded`). An exec is
@@ -345,6 +351,7 @@ unsafe fn gate(
             state::ensure_init();
             let levels = state::levels();
             let mut found = [0u8; 4096];
+            let mut runtime = Runtime::NONE;
             let located = if search {
                 locate(file, dir, &mut found)
             } else {
@@ -352,7 +359,9 @@ unsafe fn gate(
             };
             let (len, why) = match located {
                 // SAFETY: argv as the caller promises.
-                Ok(Some(len)) => (len, unsafe { unguardable(&found[..len], dir, argv) }),
+                Ok(Some(len)) => (len, unsafe {
+                    unguardable(&found[..len], dir, argv, &mut runtime)
+                }),
                 Ok(None) => return Gate::Proceed,
                 // A PATH search in a directory the gate cannot follow.
                 Err(()) => match join_into(&mut found, &[file]) {
@@ -361,7 +370,11 @@ unsafe fn gate(
                 },
             };
             let Some(why) = why else {
-                return Gate::Proceed;
+                return if runtime.len > 0 {
+                    Gate::RuntimeFirst(runtime)
+                } else {
+                    Gate::Proceed
+                };
             };
             // Every level of a nested run must let it run.
             let allowed = levels.iter().all(|loaded| match loaded.policy {
@@ -419,9 +432,9 @@ unsafe fn record_spawned(
 ///
 /// # Safety
 /// `envp` must be null or a NULL-terminated array of NUL-terminated strings.
-unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
+unsafe fn restore(envp: *const *const c_char, runtime: Option<&[u8]>) -> Option<GuardedEnv> {
     // SAFETY: as the caller promises.
-    unsafe { rebuild(envp, false) }
+    unsafe { rebuild(envp, false, runtime) }
 }
 
 /// `envp` without this library in `LD_PRELOAD`, for a program whose loader fails on it (musl),
@@ -431,12 +444,16 @@ unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
 /// As for `restore`.
 unsafe fn strip(envp: *const *const c_char) -> Option<GuardedEnv> {
     // SAFETY: as the caller promises.
-    unsafe { rebuild(envp, true) }
+    unsafe { rebuild(envp, true, None) }
 }
 
 /// # Safety
 /// As for `restore`.
-unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv> {
+unsafe fn rebuild(
+    envp: *const *const c_char,
+    strip: bool,
+    runtime: Option<&[u8]>,
+) -> Option<GuardedEnv> {
     if guard::active() {
         return None;
     }
@@ -451,6 +468,7 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
                 return None;
             }
             let (mut count, mut preload, mut policy_ok) = (0usize, None, policy.is_empty());
+            let mut added: Option<&[u8]> = None;
             // SAFETY: envp as the caller promises.
             for entry in unsafe { entries(envp) } {
                 count += 1;
@@ -461,19 +479,42 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
                 } else if let Some(v) = bytes.strip_prefix(POLICY_KEY) {
                     // A nested egress-run may add levels in front of ours, never drop one.
                     policy_ok = policy_ok || chain_extends(v, policy);
+                } else if let Some(v) = bytes.strip_prefix(SANITIZER_KEY) {
+                    added = Some(v).filter(|v| !v.is_empty());
                 }
             }
             let has_lib = preload.is_some_and(|v| has_token(v, lib));
-            let preload_ok = if strip { !has_lib } else { has_lib };
+            // The sanitizer runtime: first for a program that links it (a user's own entry
+            // of it may lead already), and the one a guard added taken out for others.
+            let first = preload.and_then(|v| {
+                v.split(|b| *b == b':' || *b == b' ')
+                    .find(|t| !t.is_empty())
+            });
+            let leads =
+                |rt: &[u8]| first.is_some_and(|t| t.rsplit(|&b| b == b'/').next() == Some(rt));
+            let runtime_ok = match runtime {
+                Some(rt) => leads(rt),
+                None => {
+                    added.is_none() || !preload.is_some_and(|v| has_token(v, added.unwrap_or(b"")))
+                }
+            };
+            let preload_ok = if strip {
+                !has_lib
+            } else {
+                has_lib && runtime_ok
+            };
             let policy_ok = policy_ok || strip;
             if preload_ok && policy_ok {
                 return None;
             }
+            let add = runtime.filter(|rt| !leads(rt) || Some(*rt) == added);
             let kept = preload.filter(|v| !v.is_empty()).unwrap_or(b"");
-            let preload_len = PRELOAD_KEY.len() + kept.len() + 1 + lib.len() + 1;
+            let rt_len = add.map_or(0, |rt| rt.len() + 1);
+            let preload_len = PRELOAD_KEY.len() + rt_len + kept.len() + 1 + lib.len() + 1;
             let policy_len = POLICY_KEY.len() + policy.len() + 1;
-            let ptrs = (count + 3) * std::mem::size_of::<*const c_char>();
-            let len = ptrs + preload_len + policy_len;
+            let marker_len = SANITIZER_KEY.len() + rt_len;
+            let ptrs = (count + 4) * std::mem::size_of::<*const c_char>();
+            let len = ptrs + preload_len + policy_len + marker_len;
             // SAFETY: a fresh private anonymous mapping; checked for failure below.
             let map = unsafe {
                 libc::mmap(
@@ -492,7 +533,7 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
             // SAFETY: the mapping is `len` writable bytes: the pointer array, then the strings.
             let (table, text) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(map.cast::<*const c_char>(), count + 3),
+                    std::slice::from_raw_parts_mut(map.cast::<*const c_char>(), count + 4),
                     std::slice::from_raw_parts_mut(map.cast::<u8>().add(ptrs), len - ptrs),
                 )
             };
@@ -502,6 +543,7 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
                 // SAFETY: a NUL-terminated string from the array.
                 let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
                 let replaced = (!preload_ok && bytes.starts_with(PRELOAD_KEY))
+                    || (!preload_ok && !strip && bytes.starts_with(SANITIZER_KEY))
                     || (!policy_ok && bytes.starts_with(POLICY_KEY));
                 if !replaced {
                     table[n] = entry;
@@ -510,15 +552,29 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
             }
             let mut arena = Arena { text, at: 0 };
             if !preload_ok && !strip {
+                // [runtime:] the entries but ours and the runtime a guard added, then ours.
                 let start = arena.at;
                 arena.push(PRELOAD_KEY);
-                if !kept.is_empty() {
-                    arena.push(kept);
+                if let Some(rt) = add {
+                    arena.push(rt);
                     arena.push(b":");
+                }
+                for t in kept.split(|b| *b == b':' || *b == b' ') {
+                    if !t.is_empty() && t != lib && Some(t) != added {
+                        arena.push(t);
+                        arena.push(b":");
+                    }
                 }
                 arena.push(lib);
                 table[n] = arena.finish(start);
                 n += 1;
+                if let Some(rt) = add {
+                    let start = arena.at;
+                    arena.push(SANITIZER_KEY);
+                    arena.push(rt);
+                    table[n] = arena.finish(start);
+                    n += 1;
+                }
             }
             if !preload_ok && strip {
                 // Every entry but ours, ':'-separated; no entry at all when none is left.
@@ -562,7 +618,9 @@ unsafe fn env_for(gate: Gate, envp: *const *const c_char) -> Option<GuardedEnv> 
         // SAFETY: as the caller promises.
         Gate::RunUnguarded(why) if preload_is_fatal(why) => unsafe { strip(envp) },
         // SAFETY: as the caller promises.
-        _ => unsafe { restore(envp) },
+        Gate::RuntimeFirst(rt) => unsafe { restore(envp, rt.get()) },
+        // SAFETY: as the caller promises.
+        _ => unsafe { restore(envp, None) },
     }
 }
 
