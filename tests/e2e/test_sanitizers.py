@@ -114,3 +114,19 @@ def test_a_child_that_does_not_link_asan_does_not_get_its_runtime(how, asan_exec
     res = run_guarded(["--allow", "loopback"], wrap + [asan_exec, asan_exec, asan_prog, loopback.tcp1.port])
     assert "connect 0" in res.stdout and res.returncode == 0, res.describe()
     assert res.attempts("connect", addr="127.0.0.1", port=loopback.tcp1.port, decision="allow"), res.describe()
+
+
+def test_a_musl_child_of_an_asan_program_loses_the_runtime_too(asan_exec, build_dir, run_guarded):
+    # A musl program runs (audit mode) with the guard's library removed from its environment;
+    # the glibc ASan runtime the guard added for its parent must go as well.
+    if not shutil.which("musl-gcc"):
+        pytest.skip("musl-gcc is not installed")
+    src = build_dir / "hello-musl-asan-child.c"
+    src.write_text('#include <stdio.h>\n#include <stdlib.h>\nint main(void){const char *p = getenv("LD_PRELOAD");'
+                   'printf("musl ran %s\\n", p ? p : "-");return 0;}\n')
+    prog = build_dir / "hello-musl-asan-child"
+    r = subprocess.run(["musl-gcc", "-O1", "-o", str(prog), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"musl-gcc cannot build here: {r.stderr.strip()[:200]}")
+    res = run_guarded(["--audit"], [asan_exec, prog])
+    assert res.returncode == 0 and res.stdout.splitlines() == ["asan", "musl ran -"], res.describe()

@@ -542,8 +542,8 @@ unsafe fn rebuild(
             for entry in unsafe { entries(envp) } {
                 // SAFETY: a NUL-terminated string from the array.
                 let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
-                let replaced = (!preload_ok && bytes.starts_with(PRELOAD_KEY))
-                    || (!preload_ok && !strip && bytes.starts_with(SANITIZER_KEY))
+                let replaced = (!preload_ok
+                    && (bytes.starts_with(PRELOAD_KEY) || bytes.starts_with(SANITIZER_KEY)))
                     || (!policy_ok && bytes.starts_with(POLICY_KEY));
                 if !replaced {
                     table[n] = entry;
@@ -577,10 +577,11 @@ unsafe fn rebuild(
                 }
             }
             if !preload_ok && strip {
-                // Every entry but ours, ':'-separated; no entry at all when none is left.
+                // Every entry but ours (and a sanitizer runtime a guard added), ':'-separated; no
+                // entry at all when none is left.
                 let others = || {
                     kept.split(|b| *b == b':' || *b == b' ')
-                        .filter(|t| !t.is_empty() && *t != lib)
+                        .filter(|t| !t.is_empty() && *t != lib && Some(*t) != added)
                 };
                 if others().next().is_some() {
                     let start = arena.at;
