@@ -392,7 +392,7 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
     let mut ph = [0u8; 56];
     let mut dynamic = None;
     for i in 0..phnum {
-        if read_at(phoff + i * phentsize, &mut ph) < 56 {
+        if read_at(phoff.saturating_add(i * phentsize), &mut ph) < 56 {
             return out;
         }
         if u32_at(&ph, 0) == PT_DYNAMIC {
@@ -403,15 +403,20 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
         return out;
     };
     let count = (dyn_size / 16).min(MAX_DYNAMIC);
-    let mut entry = [0u8; 16];
+    // Entries are read 16 at a time (one pread each beyond the first page).
+    let mut chunk = [0u8; 256];
     let mut strtab = None;
     for i in 0..count {
-        if read_at(dyn_off + i * 16, &mut entry) < 16 {
-            return out;
+        let at = (i % 16 * 16) as usize;
+        if at == 0 {
+            let want = ((count - i).min(16) * 16) as usize;
+            if read_at(dyn_off.saturating_add(i * 16), &mut chunk[..want]) < want {
+                return out;
+            }
         }
-        match u64_at(&entry, 0) {
+        match u64_at(&chunk, at) {
             DT_NULL => break,
-            DT_STRTAB => strtab = Some(u64_at(&entry, 8)),
+            DT_STRTAB => strtab = Some(u64_at(&chunk, at + 8)),
             _ => {}
         }
     }
@@ -421,7 +426,7 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
     // The string table's address, as a file offset (through the load segment holding it).
     let mut str_off = None;
     for i in 0..phnum {
-        if read_at(phoff + i * phentsize, &mut ph) < 56 {
+        if read_at(phoff.saturating_add(i * phentsize), &mut ph) < 56 {
             return out;
         }
         let (ty, off, vaddr, filesz) = (
@@ -431,7 +436,7 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
             u64_at(&ph, 32),
         );
         if ty == PT_LOAD && vaddr <= strtab && strtab - vaddr < filesz {
-            str_off = Some(strtab - vaddr + off);
+            str_off = Some((strtab - vaddr).saturating_add(off));
             break;
         }
     }
@@ -439,14 +444,18 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
         return out;
     };
     for i in 0..count {
-        if read_at(dyn_off + i * 16, &mut entry) < 16 {
-            return out;
+        let at = (i % 16 * 16) as usize;
+        if at == 0 {
+            let want = ((count - i).min(16) * 16) as usize;
+            if read_at(dyn_off.saturating_add(i * 16), &mut chunk[..want]) < want {
+                return out;
+            }
         }
-        match u64_at(&entry, 0) {
+        match u64_at(&chunk, at) {
             DT_NULL => break,
             DT_NEEDED => {
                 let mut name = [0u8; 48];
-                let n = read_at(str_off.saturating_add(u64_at(&entry, 8)), &mut name);
+                let n = read_at(str_off.saturating_add(u64_at(&chunk, at + 8)), &mut name);
                 let Some(len) = name[..n].iter().position(|&b| b == 0) else {
                     continue;
                 };
@@ -958,5 +967,59 @@ mod tests {
         assert!(run(&[b"/usr/bin/static-pie\0", b"/dyn\0"])
             .is_some_and(|w| w.contains("statically linked")));
         assert_eq!(run(&[b"/s\0", b"/dyn\0"]), Some(LOADER_BY_SCRIPT));
+    }
+
+    /// A dynamic ELF whose `DT_NEEDED` list is `needed`, after `filler` other entries.
+    fn elf_needing(needed: &[&str], filler: usize) -> Vec<u8> {
+        let mut f = static_elf();
+        f.resize(4096, 0);
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        // PT_LOAD: the whole file at address 0x1000; PT_DYNAMIC at 1024.
+        let load = 64;
+        f[load..load + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        f[load + 16..load + 24].copy_from_slice(&0x1000u64.to_le_bytes());
+        f[load + 32..load + 40].copy_from_slice(&4096u64.to_le_bytes());
+        let dynamic = 120;
+        f[dynamic..dynamic + 4].copy_from_slice(&PT_DYNAMIC.to_le_bytes());
+        f[dynamic + 8..dynamic + 16].copy_from_slice(&1024u64.to_le_bytes());
+        f[dynamic + 32..dynamic + 40].copy_from_slice(&(64u64 * 16).to_le_bytes());
+        let mut strings = vec![0u8];
+        let mut entries: Vec<(u64, u64)> = vec![(21, 0); filler];
+        for n in needed {
+            entries.push((DT_NEEDED, strings.len() as u64));
+            strings.extend_from_slice(n.as_bytes());
+            strings.push(0);
+        }
+        entries.push((DT_STRTAB, 0x1000 + 512));
+        entries.push((DT_NULL, 0));
+        f[512..512 + strings.len()].copy_from_slice(&strings);
+        for (i, (tag, val)) in entries.iter().enumerate() {
+            let at = 1024 + i * 16;
+            f[at..at + 8].copy_from_slice(&tag.to_le_bytes());
+            f[at + 8..at + 16].copy_from_slice(&val.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn a_sanitizer_runtime_is_found_among_the_needed_libraries() {
+        let find = |f: &[u8]| {
+            let rt = needed_runtime(&mut |off, buf: &mut [u8]| {
+                let from = (off as usize).min(f.len());
+                let n = buf.len().min(f.len() - from);
+                buf[..n].copy_from_slice(&f[from..from + n]);
+                n
+            });
+            rt.get().map(<[u8]>::to_vec)
+        };
+        let asan = elf_needing(&["libc.so.6", "libasan.so.8"], 20);
+        assert_eq!(find(&asan), Some(b"libasan.so.8".to_vec()));
+        let tsan = elf_needing(&["libtsan.so.2", "libc.so.6"], 3);
+        assert_eq!(find(&tsan), Some(b"libtsan.so.2".to_vec()));
+        assert_eq!(find(&elf_needing(&["libc.so.6", "libubsan.so.1"], 0)), None);
+        assert_eq!(find(&static_elf()), None);
+        assert!(is_first_runtime(b"/usr/lib/libclang_rt.asan-x86_64.so"));
+        assert!(!is_first_runtime(b"libasanx.so"));
     }
 }
