@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -254,6 +254,48 @@ pub fn ld_preload(existing: Option<&OsStr>, library: &Path) -> OsString {
     out
 }
 
+/// Names the sanitizer runtime the guard put first in `LD_PRELOAD` for a program that links it
+/// (so that it is taken out again for programs that do not).
+pub const SANITIZER_ENV: &str = "EGRESS_RUN_SANITIZER";
+
+/// `preload` with the sanitizer runtime `runtime` first (when the program links one and the
+/// list does not start with it already), and without an entry `added` that a guard put there
+/// earlier for another program; and the value of `SANITIZER_ENV` (the entry added, if any).
+pub fn runtime_first(
+    preload: Option<OsString>,
+    added: Option<&OsStr>,
+    runtime: Option<&[u8]>,
+) -> (Option<OsString>, Option<OsString>) {
+    let Some(preload) = preload else {
+        return (None, None);
+    };
+    let added = added.map(OsStr::as_bytes).filter(|a| !a.is_empty());
+    let mut rest: Vec<&[u8]> = preload
+        .as_bytes()
+        .split(|b| *b == b':' || *b == b' ')
+        .filter(|e| !e.is_empty())
+        .collect();
+    if let Some(i) = added.and_then(|a| rest.iter().position(|e| *e == a)) {
+        rest.remove(i);
+    }
+    let leads = |rt: &[u8]| {
+        rest.first().is_some_and(|e| {
+            let base = e.rsplit(|&b| b == b'/').next().unwrap_or(e);
+            base == rt
+        })
+    };
+    let add = runtime.filter(|rt| !leads(rt));
+    let mut out = Vec::new();
+    for e in add.into_iter().chain(rest.iter().copied()) {
+        if !out.is_empty() {
+            out.push(b':');
+        }
+        out.extend_from_slice(e);
+    }
+    let marker = add.map(|rt| OsStr::from_bytes(rt).to_os_string());
+    (Some(OsString::from_vec(out)), marker)
+}
+
 /// Whether LD_PRELOAD already holds a guard library (this one or an outer run's copy).
 pub fn has_guard(existing: Option<&OsStr>) -> bool {
     existing.is_some_and(|v| {
@@ -312,6 +354,35 @@ mod tests {
             vec![10]
         );
         assert!(chain_launchers(None).is_empty());
+    }
+
+    #[test]
+    fn a_sanitizer_runtime_leads_and_is_taken_out_again() {
+        let pre = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            runtime_first(pre("/u.so:/g.so"), None, Some(b"libasan.so.8")),
+            (pre("libasan.so.8:/u.so:/g.so"), pre("libasan.so.8"))
+        );
+        assert_eq!(
+            runtime_first(
+                pre("/usr/lib/libasan.so.8:/g.so"),
+                None,
+                Some(b"libasan.so.8")
+            ),
+            (pre("/usr/lib/libasan.so.8:/g.so"), None)
+        );
+        assert_eq!(
+            runtime_first(
+                pre("libasan.so.8:/g.so"),
+                Some(OsStr::new("libasan.so.8")),
+                None
+            ),
+            (pre("/g.so"), None)
+        );
+        assert_eq!(
+            runtime_first(pre("/g.so"), None, None),
+            (pre("/g.so"), None)
+        );
     }
 
     #[test]

@@ -144,9 +144,14 @@ fn run() -> Result<Exit, Fatal> {
     // A program the library cannot enter is found before it runs (CONTRACT "Unguarded
     // programs"): refused in block mode unless --allow-unguarded, else run and reported.
     let found = unguarded::resolve(&config.command[0]);
-    let unguarded = found
+    let checked = found
         .as_ref()
-        .and_then(|path| unguarded::reason(path).map(|why| (path.clone(), why)));
+        .map(|path| (path, unguarded::reason(path, &config.command)));
+    let unguarded = checked
+        .as_ref()
+        .and_then(|(path, (why, _))| why.map(|why| ((*path).clone(), why)));
+    // A sanitizer runtime the program links must lead LD_PRELOAD (ASan aborts otherwise).
+    let runtime = checked.and_then(|(_, (_, rt))| rt.get().map(<[u8]>::to_vec));
     let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
@@ -164,6 +169,9 @@ fn run() -> Result<Exit, Fatal> {
         _ if preloaded => user_preload.clone(),
         _ => Some(handover::ld_preload(user_preload.as_deref(), &library)),
     };
+    let added = std::env::var_os(handover::SANITIZER_ENV);
+    let (preload, sanitizer) =
+        handover::runtime_first(preload, added.as_deref(), runtime.as_deref());
     let mut locator = OsString::from(sealed.locator.to_env_value());
     if let Some(outer) = &outer_chain {
         locator.push(";");
@@ -176,6 +184,7 @@ fn run() -> Result<Exit, Fatal> {
         spawn::environment(&[
             ("LD_PRELOAD", preload.as_deref()),
             (POLICY_ENV, Some(locator.as_os_str())),
+            (handover::SANITIZER_ENV, sanitizer.as_deref()),
         ])
         .and_then(|env| spawn::spawn(&config.command, &env))
     };
@@ -220,8 +229,14 @@ fn run() -> Result<Exit, Fatal> {
     // Coverage record: only a check-in proves COMMAND was guarded. One that never checked in
     // (its loader ignored or rejected the library: an unrecognised loader, a broken install)
     // ran unguarded, whatever the detection above said.
-    let never_checked_in =
-        unguarded.is_none() && child_pid > 0 && !collector.pids.contains(&child_pid);
+    // The loader run only to list or verify (`ld.so --list`) runs no program: nothing to check in.
+    let inspects_only = found
+        .as_deref()
+        .is_some_and(|p| unguarded::runs_no_program(p, &config.command));
+    let never_checked_in = unguarded.is_none()
+        && !inspects_only
+        && child_pid > 0
+        && !collector.pids.contains(&child_pid);
     if never_checked_in {
         let exe = found
             .map(|p| p.canonicalize().unwrap_or(p).to_string_lossy().into_owned())

@@ -8,7 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use egress_policy::elf::{unguarded_reason, Opened, ProgramFiles};
+use egress_policy::elf::{
+    check_program, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles, Runtime,
+};
 
 /// Finds COMMAND the way execvp does: a name with a '/' is a path, others are looked up in PATH.
 pub fn resolve(program: &OsStr) -> Option<PathBuf> {
@@ -86,15 +88,18 @@ impl ProgramFiles for LauncherFiles {
         if !meta.is_file() {
             return Opened::Other;
         }
-        let caps = has_file_caps(&file);
+        let ids = FileIds {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            caps: has_file_caps(&file),
+            nosuid: on_nosuid_mount(&file),
+        };
         self.page.resize(4096, 0);
         let len = file.read_at(&mut self.page, 0).unwrap_or(0);
         self.page.truncate(len);
         self.file = Some(file);
-        Opened::File {
-            mode: meta.mode(),
-            caps,
-        }
+        Opened::File(ids)
     }
 
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
@@ -137,15 +142,85 @@ fn has_file_caps(file: &File) -> bool {
     }
 }
 
-/// Why the guard cannot enter the program at `path` (following its `#!` interpreters).
-pub fn reason(path: &Path) -> Option<&'static str> {
+/// Whether the file lies on a mount whose set-id bits (and file capabilities) are ignored.
+fn on_nosuid_mount(file: &File) -> bool {
+    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: our own descriptor and a writable statvfs.
+    let ok = unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } == 0;
+    ok && st.f_flag & libc::ST_NOSUID != 0
+}
+
+/// This process's credentials, as the kernel will compare them at COMMAND's exec.
+pub fn credentials() -> Credentials {
+    let (mut ruid, mut euid, mut suid) = (0, 0, 0);
+    let (mut rgid, mut egid, mut sgid) = (0, 0, 0);
+    // SAFETY: writable u32s; these calls cannot fail with valid pointers.
+    let nnp = unsafe {
+        libc::getresuid(&mut ruid, &mut euid, &mut suid);
+        libc::getresgid(&mut rgid, &mut egid, &mut sgid);
+        libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
+    };
+    Credentials {
+        ruid,
+        euid,
+        rgid,
+        egid,
+        no_new_privs: nnp,
+    }
+}
+
+/// COMMAND's arguments, NUL-terminated.
+struct LauncherArgs(Vec<Vec<u8>>);
+
+impl ProgramArgs for LauncherArgs {
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        self.0.get(i).map(Vec::as_slice)
+    }
+}
+
+fn launcher_args(argv: &[OsString]) -> LauncherArgs {
+    LauncherArgs(
+        argv.iter()
+            .map(|a| {
+                let mut v = a.as_bytes().to_vec();
+                v.push(0);
+                v
+            })
+            .collect(),
+    )
+}
+
+/// True when COMMAND is the dynamic loader run to list or verify (`ld.so --list PROGRAM`): it
+/// runs no program code, so it never checks in, and that is not a failure of the guard.
+pub fn runs_no_program(path: &Path, argv: &[OsString]) -> bool {
+    let tracing = std::env::var_os("LD_TRACE_LOADED_OBJECTS").is_some();
+    egress_policy::elf::loader_runs_no_program(
+        path.as_os_str().as_bytes(),
+        &launcher_args(argv),
+        tracing,
+    )
+}
+
+/// Why the guard cannot enter the program at `path` run with `argv` (following its `#!`
+/// interpreters; for the loader run directly, the program it loads); and the sanitizer runtime
+/// a guardable one needs first in `LD_PRELOAD`.
+pub fn reason(path: &Path, argv: &[OsString]) -> (Option<&'static str>, Runtime) {
     let mut c = path.as_os_str().as_bytes().to_vec();
     c.push(0);
     let mut files = LauncherFiles {
         file: None,
         page: Vec::new(),
     };
-    unguarded_reason(&mut files, &c)
+    let mut runtime = Runtime::NONE;
+    let why = check_program(
+        &mut files,
+        &c,
+        &launcher_args(argv),
+        &credentials(),
+        &mut runtime,
+    );
+    (why, runtime)
 }
 
 #[cfg(test)]

@@ -39,13 +39,56 @@ const PT_INTERP: u32 = 3;
 const PT_NOTE: u32 = 4;
 const NT_GO_BUILDID: u32 = 4;
 
-/// Mode bits and capabilities that make the loader ignore `LD_PRELOAD` (secure execution).
-pub fn secure_exec_reason(mode: u32, has_file_caps: bool) -> Option<&'static str> {
-    if mode & 0o4000 != 0 {
-        Some("setuid program: the loader ignores LD_PRELOAD for it")
-    } else if mode & 0o2000 != 0 {
-        Some("setgid program: the loader ignores LD_PRELOAD for it")
-    } else if has_file_caps {
+/// The credentials of the process that will exec: what the kernel compares a program's set-id
+/// bits against to decide secure execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub ruid: u32,
+    pub euid: u32,
+    pub rgid: u32,
+    pub egid: u32,
+    /// `PR_GET_NO_NEW_PRIVS`: set-id bits do not change the ids.
+    pub no_new_privs: bool,
+}
+
+/// What the secure-execution decision needs to know about a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIds {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// It has a `security.capability` attribute.
+    pub caps: bool,
+    /// It lies on a `nosuid` mount (set-id bits and file capabilities are ignored).
+    pub nosuid: bool,
+}
+
+/// Why the loader will ignore `LD_PRELOAD` for `file` run by a process with `creds`: secure
+/// execution, decided as the kernel does (`cap_bprm_creds_from_file`): the new effective uid
+/// (the file's owner for a setuid file, unless `nosuid` or no_new_privs) differs from the real
+/// uid, or the new effective gid (likewise for setgid, which needs group-execute) differs from
+/// the real gid, or file capabilities are gained by a process whose real uid is not root. So
+/// root running a root-owned setuid program is not secure execution: the loader honours
+/// `LD_PRELOAD`. (An LSM may also ask for it; that is not visible here.)
+pub fn secure_exec_reason(file: FileIds, creds: &Credentials) -> Option<&'static str> {
+    let honoured = !file.nosuid && !creds.no_new_privs;
+    let setuid = honoured && file.mode & 0o4000 != 0;
+    let setgid = honoured && file.mode & 0o2010 == 0o2010;
+    let euid = if setuid { file.uid } else { creds.euid };
+    let egid = if setgid { file.gid } else { creds.egid };
+    if euid != creds.ruid {
+        Some(if setuid {
+            "setuid program: the loader ignores LD_PRELOAD for it"
+        } else {
+            "run with an effective uid other than the real one: the loader ignores LD_PRELOAD (secure execution)"
+        })
+    } else if egid != creds.rgid {
+        Some(if setgid {
+            "setgid program: the loader ignores LD_PRELOAD for it"
+        } else {
+            "run with an effective gid other than the real one: the loader ignores LD_PRELOAD (secure execution)"
+        })
+    } else if file.caps && !file.nosuid && creds.ruid != 0 {
         Some("program with file capabilities: the loader ignores LD_PRELOAD for it")
     } else {
         None
@@ -70,8 +113,9 @@ const MAX_CHAIN: usize = 8;
 /// What opening a file for the check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opened {
-    /// A regular file, open for reading: its mode bits and whether it has file capabilities.
-    File { mode: u32, caps: bool },
+    /// A regular file, open for reading: its mode bits, owner and group, file capabilities and
+    /// mount flags.
+    File(FileIds),
     /// A regular file the caller may execute but not read.
     Unreadable,
     /// A relative path whose directory cannot be determined.
@@ -90,40 +134,341 @@ pub trait ProgramFiles {
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize;
 }
 
-/// Why the guard cannot enter the program at `path` (a C string), following its `#!`
-/// interpreters as the kernel does (a script's interpreter may be a script itself). A relative
-/// interpreter path is opened like the program's, in the directory the exec will run in.
-/// None: the guard can enter it, or the kernel will refuse it.
-pub fn unguarded_reason(files: &mut dyn ProgramFiles, path: &[u8]) -> Option<&'static str> {
+/// The arguments the program will get (for `ld.so` run directly: the program it loads).
+pub trait ProgramArgs {
+    /// Argument `i` (0 is the program's name) with its terminating NUL, if there is one.
+    fn arg(&self, i: usize) -> Option<&[u8]>;
+}
+
+/// No arguments known.
+pub struct NoArgs;
+
+impl ProgramArgs for NoArgs {
+    fn arg(&self, _: usize) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// Why the guard cannot enter the program at `path` (a C string), run with `args` by a process
+/// with `creds`, following its `#!` interpreters as the kernel does (a script's interpreter may
+/// be a script itself). A relative interpreter path is opened like the program's, in the
+/// directory the exec will run in. The dynamic loader run directly (`ld.so PROGRAM`, what `ldd`
+/// does) is judged by the program it loads. None: the guard can enter it, or the kernel will
+/// refuse it.
+pub fn unguarded_reason(
+    files: &mut dyn ProgramFiles,
+    path: &[u8],
+    args: &dyn ProgramArgs,
+    creds: &Credentials,
+) -> Option<&'static str> {
+    let mut runtime = Runtime::NONE;
+    check_program(files, path, args, creds, &mut runtime)
+}
+
+/// As `unguarded_reason`, and for a guardable program that links a sanitizer runtime which
+/// must come first in the initial library list (see `Runtime`), that runtime in `runtime`.
+pub fn check_program(
+    files: &mut dyn ProgramFiles,
+    path: &[u8],
+    args: &dyn ProgramArgs,
+    creds: &Credentials,
+    runtime: &mut Runtime,
+) -> Option<&'static str> {
     let mut head = [0u8; 256];
     let mut interp = [0u8; 257];
     let mut interp_len = 0;
     for depth in 0..MAX_CHAIN {
-        let opened = if depth == 0 {
-            files.open(path)
+        let name = if depth == 0 {
+            path
         } else {
-            files.open(&interp[..interp_len])
+            &interp[..interp_len]
         };
-        let (mode, caps) = match opened {
-            Opened::File { mode, caps } => (mode, caps),
+        let file = match files.open(name) {
+            Opened::File(file) => file,
             Opened::Unreadable => return Some(UNREADABLE),
             Opened::Undetermined => return Some(NO_WORKING_DIRECTORY),
             Opened::Other => return None,
         };
-        if let Some(why) = secure_exec_reason(mode, caps) {
+        if let Some(why) = secure_exec_reason(file, creds) {
             return Some(why);
         }
-        match classify(&mut |off, buf| files.read_at(off, buf), &mut head) {
-            Program::Unguarded(why) => return Some(why),
+        let program = classify(&mut |off, buf| files.read_at(off, buf), &mut head);
+        match program {
+            Program::Unguarded(why) => {
+                // `head` may be scratch by now: read the ELF identification again.
+                let mut ident = [0u8; 18];
+                let got = files.read_at(0, &mut ident);
+                let (loader, class) = loader_class(name, &ident[..got]);
+                if !loader {
+                    return Some(why);
+                }
+                if depth > 0 {
+                    return Some(LOADER_BY_SCRIPT);
+                }
+                return loaded_program(files, args, class, &mut head, runtime);
+            }
             Program::Script { start, end } if end - start < interp.len() => {
                 interp[..end - start].copy_from_slice(&head[start..end]);
                 interp[end - start] = 0;
                 interp_len = end - start + 1;
             }
+            Program::Guardable => {
+                *runtime = needed_runtime(&mut |off, buf| files.read_at(off, buf));
+                return None;
+            }
             _ => return None,
         }
     }
     None
+}
+
+/// Why a loader named as a `#!` interpreter is not run: what it loads cannot be told.
+pub const LOADER_BY_SCRIPT: &str =
+    "dynamic loader run as a #! interpreter: the guard cannot tell which program it loads";
+
+/// Whether the file at `name` whose first bytes are in `head` is glibc's dynamic loader (a
+/// shared object named `ld-linux*`, which the classification found unguardable: no
+/// `PT_INTERP`, or another class), and its ELF class.
+fn loader_class(name: &[u8], ident: &[u8]) -> (bool, u8) {
+    let name = name.strip_suffix(b"\0").unwrap_or(name);
+    let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+    let is_dyn = ident.len() >= 18 && &ident[..4] == b"\x7fELF" && u16_at(ident, 16) == 3;
+    (
+        base.starts_with(b"ld-linux") && is_dyn,
+        ident.get(4).copied().unwrap_or(0),
+    )
+}
+
+/// ld.so's options that take a value (glibc 2.36 `rtld.c`); the first argument that is not an
+/// option is the program.
+const LOADER_VALUE_OPTIONS: &[&[u8]] = &[
+    b"--library-path",
+    b"--inhibit-rpath",
+    b"--audit",
+    b"--preload",
+    b"--argv0",
+    b"--glibc-hwcaps-prepend",
+    b"--glibc-hwcaps-mask",
+];
+
+/// The loader's modes that print and exit without running any program's code (`ldd` uses
+/// `--verify` and `LD_TRACE_LOADED_OBJECTS`, which the caller checks in the environment).
+const LOADER_INSPECT_OPTIONS: &[&[u8]] = &[
+    b"--list",
+    b"--verify",
+    b"--help",
+    b"--version",
+    b"--list-tunables",
+    b"--list-diagnostics",
+];
+
+/// The index of the program the loader run directly with `args` will load (its first
+/// non-option argument), and whether an option asks it only to inspect (list, verify, print).
+fn loader_program(args: &dyn ProgramArgs) -> (Option<usize>, bool) {
+    let mut inspect = false;
+    let mut i = 1;
+    while let Some(arg) = args.arg(i) {
+        let bare = arg.strip_suffix(b"\0").unwrap_or(arg);
+        if bare == b"--" {
+            return (args.arg(i + 1).map(|_| i + 1), inspect);
+        }
+        if !bare.starts_with(b"--") {
+            return (Some(i), inspect);
+        }
+        inspect |= LOADER_INSPECT_OPTIONS.contains(&bare);
+        i += if LOADER_VALUE_OPTIONS.contains(&bare) {
+            2
+        } else {
+            1
+        };
+    }
+    (None, inspect)
+}
+
+/// True when `path` (the program's file; for the launcher, COMMAND) is the dynamic loader run
+/// with `args` in a mode that runs no program code (`--list`, `--verify`, no program): nothing
+/// loads the guard, nothing is left to guard. `tracing`: `LD_TRACE_LOADED_OBJECTS` is set
+/// (what `ldd` does), which makes the loader list the libraries and exit.
+pub fn loader_runs_no_program(path: &[u8], args: &dyn ProgramArgs, tracing: bool) -> bool {
+    let path = path.strip_suffix(b"\0").unwrap_or(path);
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    if !base.starts_with(b"ld-linux") {
+        return false;
+    }
+    let (program, inspect) = loader_program(args);
+    program.is_none() || inspect || tracing
+}
+
+/// The loader run directly maps the program named by its first non-option argument into its
+/// own process, `LD_PRELOAD` first, without secure execution (the loader file is not set-id):
+/// it is as guardable as that program. A program of another class makes the loader fail;
+/// no program (`--help`, `--version`) runs nothing.
+fn loaded_program(
+    files: &mut dyn ProgramFiles,
+    args: &dyn ProgramArgs,
+    loader_class: u8,
+    head: &mut [u8; 256],
+    runtime: &mut Runtime,
+) -> Option<&'static str> {
+    let program = args.arg(loader_program(args).0?)?;
+    if !matches!(files.open(program), Opened::File(_)) {
+        return None; // the loader will fail to open it (or it is unreadable: it fails too)
+    }
+    let mut class = [0u8; 5];
+    files.read_at(0, &mut class);
+    match classify(&mut |off, buf| files.read_at(off, buf), head) {
+        Program::Unguarded(why) if class[4] == loader_class || loader_class == 2 => Some(why),
+        Program::Guardable => {
+            *runtime = needed_runtime(&mut |off, buf| files.read_at(off, buf));
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A sanitizer runtime a program links (`DT_NEEDED`) that insists on being first in the
+/// initial library list: AddressSanitizer aborts ("ASan runtime does not come first") and
+/// ThreadSanitizer and HWASan check the same, when a preloaded library comes before them. Its
+/// soname (without NUL) is `name[..len]`; `len` 0: none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Runtime {
+    pub name: [u8; 48],
+    pub len: usize,
+}
+
+impl Runtime {
+    pub const NONE: Runtime = Runtime {
+        name: [0u8; 48],
+        len: 0,
+    };
+
+    pub fn get(&self) -> Option<&[u8]> {
+        (self.len > 0).then(|| &self.name[..self.len])
+    }
+}
+
+/// Sonames of the runtimes that must come first (GCC's and Clang's shared runtimes).
+const FIRST_RUNTIMES: &[&[u8]] = &[
+    b"libasan.so",
+    b"libtsan.so",
+    b"libhwasan.so",
+    b"libclang_rt.asan",
+    b"libclang_rt.tsan",
+    b"libclang_rt.hwasan",
+];
+
+/// True when `entry` (an `LD_PRELOAD` entry: a soname or a path) is a runtime that must come
+/// first.
+pub fn is_first_runtime(entry: &[u8]) -> bool {
+    let base = entry.rsplit(|&b| b == b'/').next().unwrap_or(entry);
+    FIRST_RUNTIMES.iter().any(|r| base.starts_with(r))
+}
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const DT_NULL: u64 = 0;
+const DT_NEEDED: u64 = 1;
+const DT_STRTAB: u64 = 5;
+/// Dynamic entries looked at (real programs have 25-40).
+const MAX_DYNAMIC: u64 = 256;
+
+/// The first sanitizer runtime in the `DT_NEEDED` list of the dynamic ELF program read by
+/// `read_at` (64-bit, this machine's byte order). A few reads: the dynamic segment, once to
+/// find the string table and once for the needed names.
+pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runtime {
+    let mut out = Runtime::NONE;
+    let mut h = [0u8; 64];
+    if read_at(0, &mut h) < 64 || &h[..4] != b"\x7fELF" || h[4] != 2 {
+        return out;
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(&h, 32),
+        u64::from(u16_at(&h, 54)),
+        u64::from(u16_at(&h, 56)).min(256),
+    );
+    if phentsize < 56 {
+        return out;
+    }
+    let mut ph = [0u8; 56];
+    let mut dynamic = None;
+    for i in 0..phnum {
+        if read_at(phoff.saturating_add(i * phentsize), &mut ph) < 56 {
+            return out;
+        }
+        if u32_at(&ph, 0) == PT_DYNAMIC {
+            dynamic = Some((u64_at(&ph, 8), u64_at(&ph, 32)));
+        }
+    }
+    let Some((dyn_off, dyn_size)) = dynamic else {
+        return out;
+    };
+    let count = (dyn_size / 16).min(MAX_DYNAMIC);
+    // Entries are read 16 at a time (one pread each beyond the first page).
+    let mut chunk = [0u8; 256];
+    let mut strtab = None;
+    for i in 0..count {
+        let at = (i % 16 * 16) as usize;
+        if at == 0 {
+            let want = ((count - i).min(16) * 16) as usize;
+            if read_at(dyn_off.saturating_add(i * 16), &mut chunk[..want]) < want {
+                return out;
+            }
+        }
+        match u64_at(&chunk, at) {
+            DT_NULL => break,
+            DT_STRTAB => strtab = Some(u64_at(&chunk, at + 8)),
+            _ => {}
+        }
+    }
+    let Some(strtab) = strtab else {
+        return out;
+    };
+    // The string table's address, as a file offset (through the load segment holding it).
+    let mut str_off = None;
+    for i in 0..phnum {
+        if read_at(phoff.saturating_add(i * phentsize), &mut ph) < 56 {
+            return out;
+        }
+        let (ty, off, vaddr, filesz) = (
+            u32_at(&ph, 0),
+            u64_at(&ph, 8),
+            u64_at(&ph, 16),
+            u64_at(&ph, 32),
+        );
+        if ty == PT_LOAD && vaddr <= strtab && strtab - vaddr < filesz {
+            str_off = Some((strtab - vaddr).saturating_add(off));
+            break;
+        }
+    }
+    let Some(str_off) = str_off else {
+        return out;
+    };
+    for i in 0..count {
+        let at = (i % 16 * 16) as usize;
+        if at == 0 {
+            let want = ((count - i).min(16) * 16) as usize;
+            if read_at(dyn_off.saturating_add(i * 16), &mut chunk[..want]) < want {
+                return out;
+            }
+        }
+        match u64_at(&chunk, at) {
+            DT_NULL => break,
+            DT_NEEDED => {
+                let mut name = [0u8; 48];
+                let n = read_at(str_off.saturating_add(u64_at(&chunk, at + 8)), &mut name);
+                let Some(len) = name[..n].iter().position(|&b| b == 0) else {
+                    continue;
+                };
+                if len > 0 && is_first_runtime(&name[..len]) {
+                    out.name[..len].copy_from_slice(&name[..len]);
+                    out.len = len;
+                    return out;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -382,7 +727,13 @@ mod tests {
             match self.files.iter().find(|f| f.0.as_bytes() == name) {
                 Some(&(_, mode, Some(data))) => {
                     self.open = Some(data);
-                    Opened::File { mode, caps: false }
+                    Opened::File(FileIds {
+                        mode,
+                        uid: 0,
+                        gid: 0,
+                        caps: false,
+                        nosuid: false,
+                    })
                 }
                 Some(&(_, _, None)) => Opened::Unreadable,
                 None => Opened::Other,
@@ -406,7 +757,14 @@ mod tests {
         };
         let mut c = path.as_bytes().to_vec();
         c.push(0);
-        (unguarded_reason(&mut fake, &c), fake.opened)
+        let user = Credentials {
+            ruid: 1000,
+            euid: 1000,
+            rgid: 1000,
+            egid: 1000,
+            no_new_privs: false,
+        };
+        (unguarded_reason(&mut fake, &c, &NoArgs, &user), fake.opened)
     }
 
     /// A static x86-64 or aarch64 ELF header: no program headers, so no PT_INTERP.
@@ -503,5 +861,165 @@ mod tests {
             ("/u", 0o4755, Some(b"\x7fELF")),
         ];
         assert!(check(files, "/s").0.is_some_and(|w| w.contains("setuid")));
+    }
+
+    fn creds(ruid: u32, euid: u32, rgid: u32, egid: u32) -> Credentials {
+        Credentials {
+            ruid,
+            euid,
+            rgid,
+            egid,
+            no_new_privs: false,
+        }
+    }
+
+    fn file(mode: u32, uid: u32, gid: u32) -> FileIds {
+        FileIds {
+            mode,
+            uid,
+            gid,
+            caps: false,
+            nosuid: false,
+        }
+    }
+
+    #[test]
+    fn secure_execution_is_decided_by_credentials() {
+        let root = creds(0, 0, 0, 0);
+        let user = creds(1000, 1000, 1000, 1000);
+        // setuid-root run by root: the ids do not change.
+        assert_eq!(secure_exec_reason(file(0o4755, 0, 0), &root), None);
+        assert!(secure_exec_reason(file(0o4755, 65534, 0), &root).is_some());
+        assert!(secure_exec_reason(file(0o4755, 0, 0), &user).is_some());
+        // setuid of one's own file: no change either.
+        assert_eq!(secure_exec_reason(file(0o4755, 1000, 0), &user), None);
+        // setgid needs group-execute to count; the real gid decides.
+        assert!(secure_exec_reason(file(0o2755, 0, 43), &user).is_some());
+        assert_eq!(secure_exec_reason(file(0o2745, 0, 43), &user), None);
+        assert_eq!(secure_exec_reason(file(0o2755, 0, 1000), &user), None);
+        // no_new_privs and nosuid mounts ignore the bits.
+        let nnp = Credentials {
+            no_new_privs: true,
+            ..user
+        };
+        assert_eq!(secure_exec_reason(file(0o6755, 0, 0), &nnp), None);
+        let nosuid = FileIds {
+            nosuid: true,
+            ..file(0o6755, 0, 0)
+        };
+        assert_eq!(secure_exec_reason(nosuid, &user), None);
+        // Already running with differing ids: every exec is secure.
+        assert!(secure_exec_reason(file(0o755, 0, 0), &creds(1000, 0, 1000, 1000)).is_some());
+        assert!(secure_exec_reason(file(0o755, 0, 0), &creds(0, 0, 1000, 0)).is_some());
+        // File capabilities: not for a real root.
+        let caps = FileIds {
+            caps: true,
+            ..file(0o755, 0, 0)
+        };
+        assert!(secure_exec_reason(caps, &user).is_some());
+        assert_eq!(secure_exec_reason(caps, &root), None);
+    }
+
+    struct Args<'a>(&'a [&'a [u8]]);
+
+    impl ProgramArgs for Args<'_> {
+        fn arg(&self, i: usize) -> Option<&[u8]> {
+            self.0.get(i).copied()
+        }
+    }
+
+    #[test]
+    fn the_loader_run_directly_is_judged_by_its_program() {
+        let mut loader = static_elf();
+        loader[16] = 3; // ET_DYN, no PT_INTERP: a static PIE, like ld.so
+        let mut dynamic = static_elf();
+        dynamic.resize(256, 0);
+        dynamic[32..40].copy_from_slice(&64u64.to_le_bytes());
+        dynamic[56..58].copy_from_slice(&1u16.to_le_bytes());
+        dynamic[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
+        dynamic[72..80].copy_from_slice(&200u64.to_le_bytes());
+        dynamic[96..104].copy_from_slice(&28u64.to_le_bytes());
+        dynamic[200..228].copy_from_slice(b"/lib64/ld-linux-x86-64.so.2\0");
+        let stat = static_elf();
+        let files: &[(&str, u32, Option<&[u8]>)] = &[
+            ("/lib64/ld-linux-x86-64.so.2", 0o755, Some(&loader)),
+            ("/usr/bin/static-pie", 0o755, Some(&loader)),
+            ("/dyn", 0o755, Some(&dynamic)),
+            ("/static", 0o755, Some(&stat)),
+            ("/s", 0o755, Some(b"#!/lib64/ld-linux-x86-64.so.2\n")),
+        ];
+        let user = creds(1000, 1000, 1000, 1000);
+        let run = |argv: &[&[u8]]| {
+            let mut fake = Fake {
+                files,
+                open: None,
+                opened: 0,
+            };
+            unguarded_reason(&mut fake, argv[0], &Args(argv), &user)
+        };
+        let ld: &[u8] = b"/lib64/ld-linux-x86-64.so.2\0";
+        assert_eq!(run(&[ld, b"/dyn\0"]), None);
+        assert_eq!(run(&[ld, b"--list\0", b"/dyn\0"]), None);
+        assert_eq!(run(&[ld, b"--argv0\0", b"x\0", b"/dyn\0"]), None);
+        assert_eq!(run(&[ld, b"--version\0"]), None);
+        assert!(run(&[ld, b"--preload\0", b"/dyn\0", b"/static\0"])
+            .is_some_and(|w| w.contains("statically linked")));
+        assert!(run(&[b"/usr/bin/static-pie\0", b"/dyn\0"])
+            .is_some_and(|w| w.contains("statically linked")));
+        assert_eq!(run(&[b"/s\0", b"/dyn\0"]), Some(LOADER_BY_SCRIPT));
+    }
+
+    /// A dynamic ELF whose `DT_NEEDED` list is `needed`, after `filler` other entries.
+    fn elf_needing(needed: &[&str], filler: usize) -> Vec<u8> {
+        let mut f = static_elf();
+        f.resize(4096, 0);
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        // PT_LOAD: the whole file at address 0x1000; PT_DYNAMIC at 1024.
+        let load = 64;
+        f[load..load + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        f[load + 16..load + 24].copy_from_slice(&0x1000u64.to_le_bytes());
+        f[load + 32..load + 40].copy_from_slice(&4096u64.to_le_bytes());
+        let dynamic = 120;
+        f[dynamic..dynamic + 4].copy_from_slice(&PT_DYNAMIC.to_le_bytes());
+        f[dynamic + 8..dynamic + 16].copy_from_slice(&1024u64.to_le_bytes());
+        f[dynamic + 32..dynamic + 40].copy_from_slice(&(64u64 * 16).to_le_bytes());
+        let mut strings = vec![0u8];
+        let mut entries: Vec<(u64, u64)> = vec![(21, 0); filler];
+        for n in needed {
+            entries.push((DT_NEEDED, strings.len() as u64));
+            strings.extend_from_slice(n.as_bytes());
+            strings.push(0);
+        }
+        entries.push((DT_STRTAB, 0x1000 + 512));
+        entries.push((DT_NULL, 0));
+        f[512..512 + strings.len()].copy_from_slice(&strings);
+        for (i, (tag, val)) in entries.iter().enumerate() {
+            let at = 1024 + i * 16;
+            f[at..at + 8].copy_from_slice(&tag.to_le_bytes());
+            f[at + 8..at + 16].copy_from_slice(&val.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn a_sanitizer_runtime_is_found_among_the_needed_libraries() {
+        let find = |f: &[u8]| {
+            let rt = needed_runtime(&mut |off, buf: &mut [u8]| {
+                let from = (off as usize).min(f.len());
+                let n = buf.len().min(f.len() - from);
+                buf[..n].copy_from_slice(&f[from..from + n]);
+                n
+            });
+            rt.get().map(<[u8]>::to_vec)
+        };
+        let asan = elf_needing(&["libc.so.6", "libasan.so.8"], 20);
+        assert_eq!(find(&asan), Some(b"libasan.so.8".to_vec()));
+        let tsan = elf_needing(&["libtsan.so.2", "libc.so.6"], 3);
+        assert_eq!(find(&tsan), Some(b"libtsan.so.2".to_vec()));
+        assert_eq!(find(&elf_needing(&["libc.so.6", "libubsan.so.1"], 0)), None);
+        assert_eq!(find(&static_elf()), None);
+        assert!(is_first_runtime(b"/usr/lib/libclang_rt.asan-x86_64.so"));
+        assert!(!is_first_runtime(b"libasanx.so"));
     }
 }

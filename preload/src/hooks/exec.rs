@@ -13,7 +13,8 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use egress_policy::elf::{
-    preload_is_fatal, unguarded_reason, Opened, ProgramFiles, NO_WORKING_DIRECTORY,
+    check_program, preload_is_fatal, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
+    Runtime, NO_WORKING_DIRECTORY,
 };
 use egress_policy::{chain_extends, Mode};
 
@@ -26,6 +27,8 @@ use crate::verdict::{set_errno, REFUSED_EXEC_ERRNO};
 
 const PRELOAD_KEY: &[u8] = b"LD_PRELOAD=";
 const POLICY_KEY: &[u8] = b"EGRESS_RUN_POLICY=";
+/// The sanitizer runtime a guard put first in `LD_PRELOAD` (the launcher's `SANITIZER_ENV`).
+const SANITIZER_KEY: &[u8] = b"EGRESS_RUN_SANITIZER=";
 
 extern "C" {
     static environ: *const *const c_char;
@@ -145,11 +148,16 @@ impl ProgramFiles for HookFiles {
             };
         }
         self.fd = fd;
-        // SAFETY: st is writable; fgetxattr with a null buffer of size 0 only asks for the size.
-        let (stat_ok, caps) = unsafe {
+        // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: st and vfs are writable; fgetxattr with a null buffer of size 0 only asks for
+        // the size; fstatvfs is fstatfs plus field copies (glibc reads /proc/mounts only on
+        // kernels older than 2.6.36, which lack ST_VALID).
+        let (stat_ok, caps, nosuid) = unsafe {
             (
                 libc::fstat(fd, &mut st) == 0,
                 libc::fgetxattr(fd, c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0,
+                libc::fstatvfs(fd, &mut vfs) == 0 && vfs.f_flag & libc::ST_NOSUID != 0,
             )
         };
         if !stat_ok || st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -158,10 +166,13 @@ impl ProgramFiles for HookFiles {
         // SAFETY: first is writable for its length; pread on our own descriptor.
         let n = unsafe { libc::pread(fd, self.first.as_mut_ptr().cast(), self.first.len(), 0) };
         self.first_len = n.max(0) as usize;
-        Opened::File {
+        Opened::File(FileIds {
             mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
             caps,
-        }
+            nosuid,
+        })
     }
 
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> usize {
@@ -194,11 +205,63 @@ impl ProgramFiles for HookFiles {
     }
 }
 
-/// Why the guard cannot enter the program at `path` (NUL-terminated, resolved in `dir`),
-/// following its `#!` interpreters.
-fn unguardable(path: &[u8], dir: Option<c_int>) -> Option<&'static str> {
+/// The arguments of an exec: a NULL-terminated array of C strings (or null).
+struct HookArgs(*const *const c_char);
+
+impl ProgramArgs for HookArgs {
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        if self.0.is_null() {
+            return None;
+        }
+        for at in 0..=i {
+            // SAFETY: argv is NULL-terminated (the caller's promise to `gate`): entries up to
+            // the first null are readable.
+            let entry = unsafe { *self.0.add(at) };
+            if entry.is_null() {
+                return None;
+            }
+            if at == i {
+                // SAFETY: a NUL-terminated string of the array, alive for the exec call.
+                return Some(unsafe { CStr::from_ptr(entry) }.to_bytes_with_nul());
+            }
+        }
+        None
+    }
+}
+
+/// This process's credentials (plain system calls: no lock, no allocation).
+fn credentials() -> Credentials {
+    let (mut ruid, mut euid, mut suid) = (0, 0, 0);
+    let (mut rgid, mut egid, mut sgid) = (0, 0, 0);
+    // SAFETY: writable ids; getresuid/getresgid/prctl are plain system calls.
+    let nnp = unsafe {
+        libc::getresuid(&mut ruid, &mut euid, &mut suid);
+        libc::getresgid(&mut rgid, &mut egid, &mut sgid);
+        libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
+    };
+    Credentials {
+        ruid,
+        euid,
+        rgid,
+        egid,
+        no_new_privs: nnp,
+    }
+}
+
+/// Why the guard cannot enter the program at `path` (NUL-terminated, resolved in `dir`) run
+/// with `argv` by this process, following its `#!` interpreters; for a guardable program, the
+/// sanitizer runtime it needs first goes to `runtime`.
+///
+/// # Safety
+/// `argv` must be null or a NULL-terminated array of NUL-terminated strings.
+unsafe fn unguardable(
+    path: &[u8],
+    dir: Option<c_int>,
+    argv: *const *const c_char,
+    runtime: &mut Runtime,
+) -> Option<&'static str> {
     let mut files = HookFiles::new(dir);
-    unguarded_reason(&mut files, path)
+    check_program(&mut files, path, &HookArgs(argv), &credentials(), runtime)
 }
 
 /// Writes the concatenation of `parts` and a NUL into `out`; returns the length with the NUL.
@@ -256,6 +319,8 @@ fn locate(file: &[u8], dir: Option<c_int>, out: &mut [u8; 4096]) -> Result<Optio
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Gate {
     Proceed,
+    /// Guardable, and it links a sanitizer runtime that must lead its `LD_PRELOAD`.
+    RuntimeFirst(Runtime),
     /// The guard cannot enter it, and block mode refuses it.
     Refuse,
     /// The guard cannot enter it, but it may run (audit mode, `--allow-unguarded`). An exec is
@@ -286,13 +351,17 @@ unsafe fn gate(
             state::ensure_init();
             let levels = state::levels();
             let mut found = [0u8; 4096];
+            let mut runtime = Runtime::NONE;
             let located = if search {
                 locate(file, dir, &mut found)
             } else {
                 Ok(join_into(&mut found, &[file]))
             };
             let (len, why) = match located {
-                Ok(Some(len)) => (len, unguardable(&found[..len], dir)),
+                // SAFETY: argv as the caller promises.
+                Ok(Some(len)) => (len, unsafe {
+                    unguardable(&found[..len], dir, argv, &mut runtime)
+                }),
                 Ok(None) => return Gate::Proceed,
                 // A PATH search in a directory the gate cannot follow.
                 Err(()) => match join_into(&mut found, &[file]) {
@@ -301,7 +370,11 @@ unsafe fn gate(
                 },
             };
             let Some(why) = why else {
-                return Gate::Proceed;
+                return if runtime.len > 0 {
+                    Gate::RuntimeFirst(runtime)
+                } else {
+                    Gate::Proceed
+                };
             };
             // Every level of a nested run must let it run.
             let allowed = levels.iter().all(|loaded| match loaded.policy {
@@ -359,9 +432,9 @@ unsafe fn record_spawned(
 ///
 /// # Safety
 /// `envp` must be null or a NULL-terminated array of NUL-terminated strings.
-unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
+unsafe fn restore(envp: *const *const c_char, runtime: Option<&[u8]>) -> Option<GuardedEnv> {
     // SAFETY: as the caller promises.
-    unsafe { rebuild(envp, false) }
+    unsafe { rebuild(envp, false, runtime) }
 }
 
 /// `envp` without this library in `LD_PRELOAD`, for a program whose loader fails on it (musl),
@@ -371,12 +444,16 @@ unsafe fn restore(envp: *const *const c_char) -> Option<GuardedEnv> {
 /// As for `restore`.
 unsafe fn strip(envp: *const *const c_char) -> Option<GuardedEnv> {
     // SAFETY: as the caller promises.
-    unsafe { rebuild(envp, true) }
+    unsafe { rebuild(envp, true, None) }
 }
 
 /// # Safety
 /// As for `restore`.
-unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv> {
+unsafe fn rebuild(
+    envp: *const *const c_char,
+    strip: bool,
+    runtime: Option<&[u8]>,
+) -> Option<GuardedEnv> {
     if guard::active() {
         return None;
     }
@@ -391,6 +468,7 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
                 return None;
             }
             let (mut count, mut preload, mut policy_ok) = (0usize, None, policy.is_empty());
+            let mut added: Option<&[u8]> = None;
             // SAFETY: envp as the caller promises.
             for entry in unsafe { entries(envp) } {
                 count += 1;
@@ -401,19 +479,42 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
                 } else if let Some(v) = bytes.strip_prefix(POLICY_KEY) {
                     // A nested egress-run may add levels in front of ours, never drop one.
                     policy_ok = policy_ok || chain_extends(v, policy);
+                } else if let Some(v) = bytes.strip_prefix(SANITIZER_KEY) {
+                    added = Some(v).filter(|v| !v.is_empty());
                 }
             }
             let has_lib = preload.is_some_and(|v| has_token(v, lib));
-            let preload_ok = if strip { !has_lib } else { has_lib };
+            // The sanitizer runtime: first for a program that links it (a user's own entry
+            // of it may lead already), and the one a guard added taken out for others.
+            let first = preload.and_then(|v| {
+                v.split(|b| *b == b':' || *b == b' ')
+                    .find(|t| !t.is_empty())
+            });
+            let leads =
+                |rt: &[u8]| first.is_some_and(|t| t.rsplit(|&b| b == b'/').next() == Some(rt));
+            let runtime_ok = match runtime {
+                Some(rt) => leads(rt),
+                None => {
+                    added.is_none() || !preload.is_some_and(|v| has_token(v, added.unwrap_or(b"")))
+                }
+            };
+            let preload_ok = if strip {
+                !has_lib
+            } else {
+                has_lib && runtime_ok
+            };
             let policy_ok = policy_ok || strip;
             if preload_ok && policy_ok {
                 return None;
             }
+            let add = runtime.filter(|rt| !leads(rt) || Some(*rt) == added);
             let kept = preload.filter(|v| !v.is_empty()).unwrap_or(b"");
-            let preload_len = PRELOAD_KEY.len() + kept.len() + 1 + lib.len() + 1;
+            let rt_len = add.map_or(0, |rt| rt.len() + 1);
+            let preload_len = PRELOAD_KEY.len() + rt_len + kept.len() + 1 + lib.len() + 1;
             let policy_len = POLICY_KEY.len() + policy.len() + 1;
-            let ptrs = (count + 3) * std::mem::size_of::<*const c_char>();
-            let len = ptrs + preload_len + policy_len;
+            let marker_len = SANITIZER_KEY.len() + rt_len;
+            let ptrs = (count + 4) * std::mem::size_of::<*const c_char>();
+            let len = ptrs + preload_len + policy_len + marker_len;
             // SAFETY: a fresh private anonymous mapping; checked for failure below.
             let map = unsafe {
                 libc::mmap(
@@ -432,7 +533,7 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
             // SAFETY: the mapping is `len` writable bytes: the pointer array, then the strings.
             let (table, text) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(map.cast::<*const c_char>(), count + 3),
+                    std::slice::from_raw_parts_mut(map.cast::<*const c_char>(), count + 4),
                     std::slice::from_raw_parts_mut(map.cast::<u8>().add(ptrs), len - ptrs),
                 )
             };
@@ -441,7 +542,8 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
             for entry in unsafe { entries(envp) } {
                 // SAFETY: a NUL-terminated string from the array.
                 let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
-                let replaced = (!preload_ok && bytes.starts_with(PRELOAD_KEY))
+                let replaced = (!preload_ok
+                    && (bytes.starts_with(PRELOAD_KEY) || bytes.starts_with(SANITIZER_KEY)))
                     || (!policy_ok && bytes.starts_with(POLICY_KEY));
                 if !replaced {
                     table[n] = entry;
@@ -450,21 +552,36 @@ unsafe fn rebuild(envp: *const *const c_char, strip: bool) -> Option<GuardedEnv>
             }
             let mut arena = Arena { text, at: 0 };
             if !preload_ok && !strip {
+                // [runtime:] the entries but ours and the runtime a guard added, then ours.
                 let start = arena.at;
                 arena.push(PRELOAD_KEY);
-                if !kept.is_empty() {
-                    arena.push(kept);
+                if let Some(rt) = add {
+                    arena.push(rt);
                     arena.push(b":");
+                }
+                for t in kept.split(|b| *b == b':' || *b == b' ') {
+                    if !t.is_empty() && t != lib && Some(t) != added {
+                        arena.push(t);
+                        arena.push(b":");
+                    }
                 }
                 arena.push(lib);
                 table[n] = arena.finish(start);
                 n += 1;
+                if let Some(rt) = add {
+                    let start = arena.at;
+                    arena.push(SANITIZER_KEY);
+                    arena.push(rt);
+                    table[n] = arena.finish(start);
+                    n += 1;
+                }
             }
             if !preload_ok && strip {
-                // Every entry but ours, ':'-separated; no entry at all when none is left.
+                // Every entry but ours (and a sanitizer runtime a guard added), ':'-separated; no
+                // entry at all when none is left.
                 let others = || {
                     kept.split(|b| *b == b':' || *b == b' ')
-                        .filter(|t| !t.is_empty() && *t != lib)
+                        .filter(|t| !t.is_empty() && *t != lib && Some(*t) != added)
                 };
                 if others().next().is_some() {
                     let start = arena.at;
@@ -502,7 +619,9 @@ unsafe fn env_for(gate: Gate, envp: *const *const c_char) -> Option<GuardedEnv> 
         // SAFETY: as the caller promises.
         Gate::RunUnguarded(why) if preload_is_fatal(why) => unsafe { strip(envp) },
         // SAFETY: as the caller promises.
-        _ => unsafe { restore(envp) },
+        Gate::RuntimeFirst(rt) => unsafe { restore(envp, rt.get()) },
+        // SAFETY: as the caller promises.
+        _ => unsafe { restore(envp, None) },
     }
 }
 
