@@ -534,8 +534,15 @@ pub unsafe fn unguarded(
     if chain::now().dry() {
         return; // decided again, and recorded, in the recording pass
     }
-    let mut out = [0u8; 8192];
-    let mut w = Buf::new(&mut out);
+    // Off the stack (exec hooks run on small thread and signal stacks); without memory for
+    // it, a short record in a small frame (its argv cut to "...").
+    let mut scratch = crate::scratch::Scratch::<[u8; 8192]>::new();
+    let mut small = [0u8; 768];
+    let out: &mut [u8] = match scratch.as_mut() {
+        Some(s) => &mut s[..],
+        None => &mut small,
+    };
+    let mut w = Buf::new(out);
     w.str("{\"type\":\"process\",\"pid\":");
     // SAFETY: getpid/getppid have no preconditions.
     let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };

@@ -24,6 +24,7 @@ mod learned;
 mod names;
 mod real;
 mod route;
+mod scratch;
 mod sock;
 mod state;
 mod verdict;

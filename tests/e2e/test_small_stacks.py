@@ -10,6 +10,8 @@ from conftest import PROGS
 CASES = {
     "fork from a 16 KiB thread": ["thread", "fork", "16"],
     "fork from an 8 KiB signal stack": ["altstack", "fork", "8"],
+    "posix_spawnp from a 16 KiB thread": ["thread", "spawn", "16"],
+    "system() from a 16 KiB thread": ["thread", "system", "16"],
 }
 
 

@@ -22,6 +22,7 @@ use crate::carray::entries;
 use crate::events;
 use crate::guard;
 use crate::real;
+use crate::scratch::Scratch;
 use crate::state;
 use crate::verdict::{set_errno, REFUSED_EXEC_ERRNO};
 
@@ -82,21 +83,22 @@ fn has_token(list: &[u8], item: &[u8]) -> bool {
 /// directory the exec will run in, the first page of each read once into a buffer here (the
 /// ELF header, program headers, interpreter path and notes nearly always lie in it: one read
 /// instead of a dozen), and read beyond it only when asked.
-struct HookFiles {
+struct HookFiles<'a> {
     /// The directory relative paths are resolved in (`AT_FDCWD`, or a descriptor), or None
     /// when it cannot be determined.
     dir: Option<c_int>,
     fd: c_int,
-    first: [u8; 4096],
+    /// The first page of the open file (in the call's scratch mapping).
+    first: &'a mut [u8; 4096],
     first_len: usize,
 }
 
-impl HookFiles {
-    fn new(dir: Option<c_int>) -> Self {
+impl<'a> HookFiles<'a> {
+    fn new(dir: Option<c_int>, first: &'a mut [u8; 4096]) -> Self {
         HookFiles {
             dir,
             fd: -1,
-            first: [0u8; 4096],
+            first,
             first_len: 0,
         }
     }
@@ -111,13 +113,13 @@ impl HookFiles {
     }
 }
 
-impl Drop for HookFiles {
+impl Drop for HookFiles<'_> {
     fn drop(&mut self) {
         self.close();
     }
 }
 
-impl ProgramFiles for HookFiles {
+impl ProgramFiles for HookFiles<'_> {
     fn open(&mut self, path: &[u8]) -> Opened {
         self.close();
         let dir = match self.dir {
@@ -259,8 +261,9 @@ unsafe fn unguardable(
     dir: Option<c_int>,
     argv: *const *const c_char,
     runtime: &mut Runtime,
+    first: &mut [u8; 4096],
 ) -> Option<&'static str> {
-    let mut files = HookFiles::new(dir);
+    let mut files = HookFiles::new(dir, first);
     check_program(&mut files, path, &HookArgs(argv), &credentials(), runtime)
 }
 
@@ -350,21 +353,33 @@ unsafe fn gate(
         || {
             state::ensure_init();
             let levels = state::levels();
-            let mut found = [0u8; 4096];
+            // The path found and the first page of each file read, off the stack.
+            let Some(mut scratch) = Scratch::<[u8; 8192]>::new() else {
+                // No memory to check it with: only a run that lets unguarded programs run
+                // lets it go unchecked.
+                let open = levels.iter().all(|l| match l.policy {
+                    Ok(view) => view.mode() == Mode::Audit || view.allow_unguarded(),
+                    Err(_) => false,
+                });
+                return if open { Gate::Proceed } else { Gate::Refuse };
+            };
+            let (found, first) = scratch.split_at_mut(4096);
+            let found: &mut [u8; 4096] = found.try_into().unwrap_or_else(|_| unreachable!());
+            let first: &mut [u8; 4096] = first.try_into().unwrap_or_else(|_| unreachable!());
             let mut runtime = Runtime::NONE;
             let located = if search {
-                locate(file, dir, &mut found)
+                locate(file, dir, found)
             } else {
-                Ok(join_into(&mut found, &[file]))
+                Ok(join_into(found, &[file]))
             };
             let (len, why) = match located {
                 // SAFETY: argv as the caller promises.
                 Ok(Some(len)) => (len, unsafe {
-                    unguardable(&found[..len], dir, argv, &mut runtime)
+                    unguardable(&found[..len], dir, argv, &mut runtime, first)
                 }),
                 Ok(None) => return Gate::Proceed,
                 // A PATH search in a directory the gate cannot follow.
-                Err(()) => match join_into(&mut found, &[file]) {
+                Err(()) => match join_into(found, &[file]) {
                     Some(len) => (len, Some(NO_WORKING_DIRECTORY)),
                     None => return Gate::Proceed,
                 },
@@ -727,7 +742,9 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let mut path = [0u8; 4096];
+    let Some(mut path) = Scratch::<[u8; 4096]>::new() else {
+        return -1; // mmap set errno (ENOMEM), as the exec would fail
+    };
     // The file behind the descriptor, by its /proc name, for the unguarded-program check.
     let gate = match descriptor_path(fd, b"", &mut path) {
         // SAFETY: path is NUL-terminated; argv is the caller's.
@@ -773,7 +790,9 @@ pub unsafe extern "C" fn execveat(
     envp: *const *const c_char,
     flags: c_int,
 ) -> c_int {
-    let mut buf = [0u8; 4096];
+    let Some(mut buf) = Scratch::<[u8; 4096]>::new() else {
+        return -1; // mmap set errno (ENOMEM), as the exec would fail
+    };
     let name: &[u8] = if path.is_null() {
         b""
     } else {

@@ -46,7 +46,10 @@ fn repair_environ() {
                 return;
             };
             let lib = saved.library();
-            let mut buf = [0u8; 4096];
+            // Off the stack: system() and popen() are called from small thread stacks too.
+            let Some(mut buf) = crate::scratch::Scratch::<[u8; 4096]>::new() else {
+                return; // no memory: glibc's own spawn will fail the same way
+            };
             let preload = getenv(c"LD_PRELOAD").unwrap_or(b"");
             if !lib.is_empty()
                 && !preload
@@ -54,7 +57,7 @@ fn repair_environ() {
                     .any(|t| t == lib)
             {
                 let sep: &[u8] = if preload.is_empty() { b"" } else { b":" };
-                if let Some(value) = c_string(&mut buf, &[preload, sep, lib]) {
+                if let Some(value) = c_string(&mut buf[..], &[preload, sep, lib]) {
                     // SAFETY: NUL-terminated name and value; setenv copies them.
                     unsafe { libc::setenv(c"LD_PRELOAD".as_ptr(), value.as_ptr(), 1) };
                 }
@@ -62,7 +65,7 @@ fn repair_environ() {
             let policy = saved.policy();
             let kept = getenv(c"EGRESS_RUN_POLICY").is_some_and(|v| chain_extends(v, policy));
             if !policy.is_empty() && !kept {
-                if let Some(value) = c_string(&mut buf, &[policy]) {
+                if let Some(value) = c_string(&mut buf[..], &[policy]) {
                     // SAFETY: as above.
                     unsafe { libc::setenv(c"EGRESS_RUN_POLICY".as_ptr(), value.as_ptr(), 1) };
                 }
