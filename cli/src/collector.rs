@@ -444,7 +444,7 @@ impl Collector {
             }
         };
         let hint = match a.reason.as_deref() {
-            Some(r) if r.contains("no valid policy") => format!("the process {r}"),
+            Some(r) if r.contains("no valid policy") => r.to_string(),
             // Refused whatever the rules say (a source route, a packet socket).
             Some(r) if r.contains("no rule can allow") => r.to_string(),
             _ => format!(
