@@ -40,23 +40,18 @@ const FORWARDED: [libc::c_int; 12] = [
 /// the caller chose the one signal nothing may outlive.
 const PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGKILL;
 
-/// Signals whose disposition the launcher changes for itself; COMMAND gets the caller's back.
-const TOUCHED: [libc::c_int; 14] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGALRM,
-    libc::SIGWINCH,
-    libc::SIGCONT,
-    libc::SIGTSTP,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-    libc::SIGPIPE,
-    libc::SIGCHLD,
-];
+/// Signals whose disposition the launcher changes for itself; COMMAND gets the caller's back:
+/// the forwarded ones, SIGPIPE and SIGCHLD.
+const TOUCHED: [libc::c_int; FORWARDED.len() + 2] = {
+    let mut all = [libc::SIGPIPE; FORWARDED.len() + 2];
+    let mut i = 0;
+    while i < FORWARDED.len() {
+        all[i] = FORWARDED[i];
+        i += 1;
+    }
+    all[FORWARDED.len() + 1] = libc::SIGCHLD;
+    all
+};
 
 /// What egress-run's caller gave it: the signal mask, and which of `TOUCHED` were ignored.
 struct Inherited {
