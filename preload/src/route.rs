@@ -173,9 +173,9 @@ mod tests {
         buf.extend(cmsg(
             libc::IPPROTO_IP,
             libc::IP_RETOPTS,
-            &[131, 7, 4, 9, 9, 9, 9, 0],
+            &[131, 7, 4, 198, 51, 100, 9, 0],
         ));
-        assert_eq!(control_route(&buf), Some("9.9.9.9".parse().unwrap()));
+        assert_eq!(control_route(&buf), Some("198.51.100.9".parse().unwrap()));
         assert_eq!(control_route(&buf[..buf.len() - 1]), None);
         assert!(is_route_option(libc::IPPROTO_IPV6, libc::IPV6_RTHDR));
         assert!(!is_route_option(libc::SOL_SOCKET, libc::IP_OPTIONS));
