@@ -11,6 +11,7 @@
 mod args;
 mod collector;
 mod handover;
+mod policy_service;
 mod report;
 mod spawn;
 mod unguarded;
@@ -135,6 +136,8 @@ fn run() -> Result<Exit, Fatal> {
     )?;
     let events = EventSocket::bind(&sealed.locator)?;
     let signals = Signals::block()?;
+    // After the signals are blocked: its thread inherits the mask and never takes one.
+    let _policy_service = policy_service::start(&sealed.locator);
 
     let started = SystemTime::now();
     let clock = Instant::now();

@@ -22,6 +22,7 @@ mod highfd;
 mod hooks;
 mod learned;
 mod names;
+mod policy_request;
 mod real;
 mod route;
 mod scratch;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, 
 
 use egress_policy::{DenyAs, Locator, Mode, PolicyView, CHAIN_SEP, MAX_LEVELS, POLICY_ENV};
 
+use crate::policy_request::Failure;
 use crate::{events, real};
 
 const UNINIT: u8 = 0;
@@ -409,7 +410,10 @@ fn load(levels: &mut Levels) {
     levels.count = next;
 }
 
-/// One level's state from its locator.
+/// One level's state from its locator. The policy is obtained, in this order, from the
+/// inherited descriptor, from `/proc/<launcher>/fd/N`, or from the launcher's policy service;
+/// a copy obtained the second or third way is kept at the locator's number for this process's
+/// children (`keep`). Whatever the source, it is used only if it is that sealed policy.
 fn load_level(bytes: &[u8]) -> Loaded {
     let Some(locator) = Locator::parse(bytes) else {
         return Loaded {
@@ -418,23 +422,80 @@ fn load_level(bytes: &[u8]) -> Loaded {
             level: 0,
         };
     };
-    let policy = map_fd(locator.fd, &locator).or_else(|first| {
-        // The inherited number was closed or reused: reopen the launcher's own descriptor.
-        match open_launcher_copy(&locator, libc::O_RDONLY) {
-            Some(fd) => {
-                let r = map_fd(fd, &locator);
-                // SAFETY: fd is ours, opened just above; the mapping outlives it.
-                unsafe { libc::close(fd) };
-                r.map_err(|_| first)
-            }
-            None => Err(first),
-        }
-    });
+    let policy = match identify(locator.fd, &locator) {
+        Ok(len) => map_fd(locator.fd, len),
+        // The inherited number was closed or reused: the launcher's copy.
+        Err(_) => recover(&locator),
+    };
     Loaded {
         locator: Some(locator),
         policy,
         level: 0,
     }
+}
+
+/// The policy from the launcher's own descriptor, through /proc, else from its policy
+/// service; the copy is kept for children when it is the policy.
+fn recover(loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
+    let proc_failure = match open_launcher_copy(loc, libc::O_RDONLY) {
+        Some(fd) => match verify_and_keep(fd, loc) {
+            Ok(view) => return Ok(view),
+            Err(e) => Some(e),
+        },
+        None => None,
+    };
+    match crate::policy_request::request(loc) {
+        Ok(fd) => verify_and_keep(fd, loc),
+        // /proc gave a file that is not the policy: say what was wrong with it.
+        Err(_) if proc_failure.is_some() => Err(proc_failure.unwrap_or(NOT_RECOVERED)),
+        Err(Failure::Unreachable) => Err(NOT_RECOVERED),
+        Err(Failure::Refused) => Err(
+            "policy descriptor is missing or reused, /proc/<launcher>/fd cannot be opened here, \
+             and the launcher refused a process outside its tree (reparented away from it?)",
+        ),
+        Err(Failure::NoAnswer) => Err(
+            "policy descriptor is missing or reused, /proc/<launcher>/fd cannot be opened here, \
+             and the launcher's policy service sent no policy",
+        ),
+    }
+}
+
+/// Why a process whose descriptor was closed found no copy, when the launcher does not answer.
+const NOT_RECOVERED: &str = "policy descriptor is missing or reused, /proc/<launcher>/fd cannot \
+     be opened here, and the launcher does not answer (has egress-run exited?)";
+
+/// Maps `fd` (ours, obtained from the launcher) if it is the policy, and keeps it; else
+/// closes it.
+fn verify_and_keep(fd: i32, loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
+    let mapped = identify(fd, loc).and_then(|len| map_fd(fd, len));
+    if mapped.is_ok() {
+        keep(fd, loc);
+    } else {
+        crate::highfd::close(fd);
+    }
+    mapped
+}
+
+/// Hands a verified copy on: moved to the locator's own number, inheritable, so that this
+/// process's children find it where an inherited descriptor would be, with no /proc and no
+/// launcher needed (after a uid change, in another PID namespace, after the launcher exited).
+/// Where the program holds that number, the copy is closed: children then obtain the policy
+/// as this process did.
+fn keep(fd: i32, loc: &Locator) {
+    if fd == loc.fd {
+        // SAFETY: F_SETFD with an int on our descriptor: inheritable from now on.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        return;
+    }
+    if loc.fd >= 0 {
+        // SAFETY: F_DUPFD (no FD_CLOEXEC) with an int on our descriptor: the lowest free
+        // number at or above the locator's.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD, loc.fd) };
+        if copy >= 0 && copy != loc.fd {
+            crate::highfd::close(copy);
+        }
+    }
+    crate::highfd::close(fd);
 }
 
 /// Maps the launcher's shared counters if `fd` (or the launcher's own copy) is that memfd.
@@ -505,8 +566,8 @@ fn open_launcher_copy(loc: &Locator, access: libc::c_int) -> Option<i32> {
 const REQUIRED_SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-/// Maps `fd` if, and only if, it is the launcher's sealed policy.
-fn map_fd(fd: i32, loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
+/// The size of `fd` if it is the locator's file (same device and inode), else why not.
+fn identify(fd: i32, loc: &Locator) -> Result<usize, &'static str> {
     if fd < 0 {
         return Err("policy descriptor is missing");
     }
@@ -519,12 +580,17 @@ fn map_fd(fd: i32, loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
     if st.st_dev != loc.dev || st.st_ino != loc.ino {
         return Err("policy descriptor was closed and its number reused for another file");
     }
+    Ok(st.st_size as usize)
+}
+
+/// Maps `fd`, the locator's file of `len` bytes, if, and only if, it is the launcher's sealed
+/// policy.
+fn map_fd(fd: i32, len: usize) -> Result<PolicyView<'static>, &'static str> {
     // SAFETY: F_GET_SEALS takes no argument.
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
     if seals < 0 || seals & REQUIRED_SEALS != REQUIRED_SEALS {
         return Err("policy descriptor is not sealed");
     }
-    let len = st.st_size as usize;
     if len == 0 || len > egress_policy::wire::MAX_POLICY_LEN {
         return Err("policy is empty or too large");
     }

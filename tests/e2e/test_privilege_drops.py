@@ -288,7 +288,8 @@ def test_policy_service_answers_its_tree_only(egress_bin, tmp_path):
             os.close(fd)
     finally:
         p.stdin.close()
-        out, err = p.communicate(timeout=RUN_TIMEOUT)
+        p.wait(timeout=RUN_TIMEOUT)
+        err = p.stderr.read()
     loc = inside["loc"]
     assert len(inside["fds"]) == 1, inside
     got = inside["fds"][0]

@@ -43,6 +43,20 @@ pub fn chain_extends(child: &[u8], chain: &[u8]) -> bool {
             && child[child.len() - chain.len() - 1] == CHAIN_SEP)
 }
 
+/// The launcher's policy service (a `SOCK_SEQPACKET` socket at an abstract address, see
+/// [`Locator::policy_service_name`]) hands the sealed policy memfd to a process of its own tree
+/// that lost its descriptor and cannot reopen it through `/proc` (after a uid change, in
+/// another PID namespace). A client connects and sends nothing; the launcher checks the
+/// peer's `SO_PEERCRED` pid is its descendant and answers one message, then closes:
+/// [`POLICY_SERVICE_OK`] with the memfd attached (`SCM_RIGHTS`), or
+/// [`POLICY_SERVICE_REFUSED`] followed by the reason, with no descriptor. The client checks
+/// what it receives exactly as an inherited descriptor (inode, seals, contents).
+pub const POLICY_SERVICE_SUFFIX: &[u8] = b".policy";
+/// The policy service's answer carrying the memfd.
+pub const POLICY_SERVICE_OK: &[u8] = b"ok";
+/// The policy service's refusal (a process outside the run's tree), followed by the reason.
+pub const POLICY_SERVICE_REFUSED: &[u8] = b"refused: ";
+
 /// Where a policy is, as the environment variable says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Locator {
@@ -89,6 +103,16 @@ impl Locator {
         w.put_u64(u64::from(self.launcher_pid));
         w.put(b".");
         w.put_u64(self.ino);
+        w.len
+    }
+
+    /// The abstract name (without its leading NUL) of the launcher's policy service: the event
+    /// socket's name followed by [`POLICY_SERVICE_SUFFIX`]. Written into `buf`; returns the
+    /// length used.
+    pub fn policy_service_name(&self, buf: &mut [u8; 64]) -> usize {
+        let len = self.socket_name(buf);
+        let mut w = Cursor { buf, len };
+        w.put(POLICY_SERVICE_SUFFIX);
         w.len
     }
 }

@@ -841,3 +841,24 @@ fn socket_name_is_egress_run_pid_dot_inode() {
     assert_eq!(&buf[..n], b"egress-run.4294967295.18446744073709551615");
     assert!(n <= 64);
 }
+
+#[test]
+fn policy_service_name_is_the_event_socket_name_dot_policy() {
+    let mut buf = [0u8; 64];
+    let loc = Locator::parse(b"v1:1234:3:4:5678").unwrap();
+    let n = loc.policy_service_name(&mut buf);
+    assert_eq!(&buf[..n], b"egress-run.1234.5678.policy");
+
+    // The longest name still fits, whole.
+    let loc = Locator {
+        launcher_pid: u32::MAX,
+        fd: 3,
+        dev: u64::MAX,
+        ino: u64::MAX,
+    };
+    let n = loc.policy_service_name(&mut buf);
+    assert_eq!(
+        &buf[..n],
+        b"egress-run.4294967295.18446744073709551615.policy"
+    );
+}
