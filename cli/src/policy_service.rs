@@ -230,6 +230,29 @@ mod tests {
         assert_eq!(parse_ppid(b""), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_command_name_leaves_the_parent_readable(
+            pid in 1i32..i32::MAX,
+            ppid in 0i32..i32::MAX,
+            comm in proptest::collection::vec(proptest::num::u8::ANY, 0..32),
+            tail in "[ 0-9]{0,40}",
+        ) {
+            let mut line = format!("{pid} (").into_bytes();
+            // The kernel shows at most 15 bytes of the name, any bytes but NUL.
+            line.extend(comm.iter().filter(|&&b| b != 0).take(15));
+            line.extend_from_slice(format!(") S {ppid} {tail}").as_bytes());
+            proptest::prop_assert_eq!(parse_ppid(&line), Some(ppid));
+        }
+
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..128),
+        ) {
+            let _ = parse_ppid(&bytes);
+        }
+    }
+
     #[test]
     fn only_descendants_are_of_the_tree() {
         // 10 is the launcher; 11 and 12 its descendants; 20 was reparented to 1.
