@@ -116,6 +116,10 @@ fn receive(fd: c_int) -> Result<c_int, Failure> {
             break n;
         }
     };
+    if n < 0 {
+        // Timed out or failed: nothing was received, descriptors neither.
+        return Err(Failure::NoAnswer);
+    }
     let mut got = -1;
     // SAFETY: msg was filled by recvmsg (or is as set above); the CMSG_* walk stays within
     // msg_controllen, and each SCM_RIGHTS payload holds whole c_ints.
@@ -137,7 +141,7 @@ fn receive(fd: c_int) -> Result<c_int, Failure> {
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    let text = &data[..n.max(0) as usize];
+    let text = &data[..n as usize];
     if got >= 0 && text.starts_with(POLICY_SERVICE_OK) {
         return Ok(got);
     }
