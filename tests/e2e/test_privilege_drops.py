@@ -190,19 +190,23 @@ deadline = time.monotonic() + 60
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.02)
 with open(out + ".tmp", "w") as f:
-    # close_fds=False: this child inherits what its parent holds, and nothing else helps it
-    # once the launcher is gone.
+    # Only what this process holds can help its child once the launcher is gone.
     subprocess.run([sys.executable, PROBE, f"connect=127.0.0.1,{port}", "connect=OTHER,5432"],
-                   stdout=f, stderr=subprocess.STDOUT, close_fds=False)
+                   stdout=f, stderr=subprocess.STDOUT, close_fds=CLOSE_FDS)
 os.rename(out + ".tmp", out)
 """
 
 
-def test_child_started_after_the_launcher_exited(sandbox, servers, loopback, run_guarded, tmp_path):
+@pytest.mark.parametrize("close_fds", [False, True], ids=["inherits", "close_fds"])
+def test_child_started_after_the_launcher_exited(close_fds, sandbox, servers, loopback, run_guarded,
+                                                 tmp_path):
     # A daemon started with close_fds=True (it reopens the launcher's copy while the launcher
-    # lives) starts a child after egress-run returned: the daemon must have kept the policy.
+    # lives) starts a child after egress-run returned: the daemon must have kept the policy,
+    # and must hand it on even when that child closes what it inherits (close_range leaves the
+    # guard's policy descriptor).
     port = loopback.tcp1.port
-    daemon = DAEMON.replace("PROBE", repr(str(PROGS / "netprobe.py"))).replace("OTHER", OTHER_IP)
+    daemon = (DAEMON.replace("PROBE", repr(str(PROGS / "netprobe.py"))).replace("OTHER", OTHER_IP)
+              .replace("CLOSE_FDS", repr(close_fds)))
 
     def run(tag: str, guarded: bool) -> dict[str, dict]:
         ready, go, out = (tmp_path / f"{tag}.{n}" for n in ("ready", "go", "out"))
