@@ -401,10 +401,12 @@ fn load(levels: &mut Levels) {
         }
     }
     for part in parts {
+        let (loaded, held) = load_level(part);
         levels.loaded[next] = Loaded {
             level: next,
-            ..load_level(part)
+            ..loaded
         };
+        HELD[next].store(held, Ordering::Relaxed);
         next += 1;
     }
     levels.count = next;
@@ -414,88 +416,129 @@ fn load(levels: &mut Levels) {
 /// inherited descriptor, from `/proc/<launcher>/fd/N`, or from the launcher's policy service;
 /// a copy obtained the second or third way is kept at the locator's number for this process's
 /// children (`keep`). Whatever the source, it is used only if it is that sealed policy.
-fn load_level(bytes: &[u8]) -> Loaded {
+/// Also returns the descriptor that holds the policy at the locator's number afterwards (-1:
+/// none), which `close_range` leaves open.
+fn load_level(bytes: &[u8]) -> (Loaded, i32) {
     let Some(locator) = Locator::parse(bytes) else {
-        return Loaded {
+        let loaded = Loaded {
             locator: None,
             policy: Err("EGRESS_RUN_POLICY is malformed"),
             level: 0,
         };
+        return (loaded, -1);
     };
-    let policy = match identify(locator.fd, &locator) {
-        Ok(len) => map_fd(locator.fd, len),
+    let (policy, held) = match identify(locator.fd, &locator) {
+        Ok(len) => {
+            let policy = map_fd(locator.fd, len);
+            let held = if policy.is_ok() { locator.fd } else { -1 };
+            (policy, held)
+        }
         // The inherited number was closed or reused: the launcher's copy.
         Err(_) => recover(&locator),
     };
-    Loaded {
+    let loaded = Loaded {
         locator: Some(locator),
         policy,
         level: 0,
+    };
+    (loaded, held)
+}
+
+/// Each level's policy descriptor at its locator's number, once verified (inherited, or a
+/// kept copy); -1 for none. Written by the initialising thread before READY.
+static HELD: [AtomicI32; MAX_LEVELS] = [const { AtomicI32::new(-1) }; MAX_LEVELS];
+
+/// The descriptors in `first..=last` that still hold a level's policy at its locator's number,
+/// ascending, into `out`; returns how many. `close_range` leaves them open so that the
+/// children of a program that closes every inherited descriptor (Python's `close_fds=True`,
+/// in the child before exec) still find their policy where the locator says, with no /proc
+/// and no launcher needed: the guard's descriptor, not the program's. Checked now (inode),
+/// because the program may have closed it and reused the number since.
+pub fn held_policy_fds(first: u32, last: u32, out: &mut [libc::c_int; MAX_LEVELS]) -> usize {
+    let mut n = 0;
+    for (i, loaded) in levels().iter().enumerate() {
+        let fd = HELD[i].load(Ordering::Relaxed);
+        let Some(loc) = loaded.locator else { continue };
+        let within = u32::try_from(fd).is_ok_and(|f| f >= first && f <= last);
+        if within && !out[..n].contains(&fd) && identify(fd, &loc).is_ok() {
+            out[n] = fd;
+            n += 1;
+        }
     }
+    out[..n].sort_unstable();
+    n
 }
 
 /// The policy from the launcher's own descriptor, through /proc, else from its policy
 /// service; the copy is kept for children when it is the policy.
-fn recover(loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
+fn recover(loc: &Locator) -> (Result<PolicyView<'static>, &'static str>, i32) {
     let proc_failure = match open_launcher_copy(loc, libc::O_RDONLY) {
         Some(fd) => match verify_and_keep(fd, loc) {
-            Ok(view) => return Ok(view),
+            Ok((view, held)) => return (Ok(view), held),
             Err(e) => Some(e),
         },
         None => None,
     };
-    match crate::policy_request::request(loc) {
-        Ok(fd) => verify_and_keep(fd, loc),
+    let failure = match crate::policy_request::request(loc) {
+        Ok(fd) => match verify_and_keep(fd, loc) {
+            Ok((view, held)) => return (Ok(view), held),
+            Err(e) => e,
+        },
         // /proc gave a file that is not the policy: say what was wrong with it.
-        Err(_) if proc_failure.is_some() => Err(proc_failure.unwrap_or(NOT_RECOVERED)),
-        Err(Failure::Unreachable) => Err(NOT_RECOVERED),
-        Err(Failure::Refused) => Err(
+        Err(_) if proc_failure.is_some() => proc_failure.unwrap_or(NOT_RECOVERED),
+        Err(Failure::Unreachable) => NOT_RECOVERED,
+        Err(Failure::Refused) => {
             "policy descriptor is missing or reused, /proc/<launcher>/fd cannot be opened here, \
-             and the launcher refused a process outside its tree (reparented away from it?)",
-        ),
-        Err(Failure::NoAnswer) => Err(
+             and the launcher refused a process outside its tree (reparented away from it?)"
+        }
+        Err(Failure::NoAnswer) => {
             "policy descriptor is missing or reused, /proc/<launcher>/fd cannot be opened here, \
-             and the launcher's policy service sent no policy",
-        ),
-    }
+             and the launcher's policy service sent no policy"
+        }
+    };
+    (Err(failure), -1)
 }
 
 /// Why a process whose descriptor was closed found no copy, when the launcher does not answer.
 const NOT_RECOVERED: &str = "policy descriptor is missing or reused, /proc/<launcher>/fd cannot \
      be opened here, and the launcher does not answer (has egress-run exited?)";
 
-/// Maps `fd` (ours, obtained from the launcher) if it is the policy, and keeps it; else
-/// closes it.
-fn verify_and_keep(fd: i32, loc: &Locator) -> Result<PolicyView<'static>, &'static str> {
-    let mapped = identify(fd, loc).and_then(|len| map_fd(fd, len));
-    if mapped.is_ok() {
-        keep(fd, loc);
-    } else {
-        crate::highfd::close(fd);
+/// Maps `fd` (ours, obtained from the launcher) if it is the policy, and keeps it (returning
+/// the policy and the number it is held at, -1 for none); else closes it.
+fn verify_and_keep(fd: i32, loc: &Locator) -> Result<(PolicyView<'static>, i32), &'static str> {
+    match identify(fd, loc).and_then(|len| map_fd(fd, len)) {
+        Ok(view) => Ok((view, keep(fd, loc))),
+        Err(e) => {
+            crate::highfd::close(fd);
+            Err(e)
+        }
     }
-    mapped
 }
 
 /// Hands a verified copy on: moved to the locator's own number, inheritable, so that this
 /// process's children find it where an inherited descriptor would be, with no /proc and no
 /// launcher needed (after a uid change, in another PID namespace, after the launcher exited).
 /// Where the program holds that number, the copy is closed: children then obtain the policy
-/// as this process did.
-fn keep(fd: i32, loc: &Locator) {
+/// as this process did. Returns the number it is held at, or -1.
+fn keep(fd: i32, loc: &Locator) -> i32 {
     if fd == loc.fd {
         // SAFETY: F_SETFD with an int on our descriptor: inheritable from now on.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        return;
+        return fd;
     }
+    let mut held = -1;
     if loc.fd >= 0 {
         // SAFETY: F_DUPFD (no FD_CLOEXEC) with an int on our descriptor: the lowest free
         // number at or above the locator's.
         let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD, loc.fd) };
-        if copy >= 0 && copy != loc.fd {
+        if copy == loc.fd {
+            held = copy;
+        } else if copy >= 0 {
             crate::highfd::close(copy);
         }
     }
     crate::highfd::close(fd);
+    held
 }
 
 /// Maps the launcher's shared counters if `fd` (or the launcher's own copy) is that memfd.

@@ -1,10 +1,12 @@
 //! Descriptor bookkeeping: `socket` records what it made, and the calls that close or replace
 //! a descriptor forget it (see fd_kinds). Only `socket` decides anything, and only for packet
 //! sockets (one compare for every other call); each forwards the caller's arguments and
-//! leaves errno as the real call set it.
+//! leaves errno as the real call set it. `close_range` closes around the guard's own policy
+//! descriptor (`state::held_policy_fds`), so that children keep their policy.
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use egress_policy::MAX_LEVELS;
 use libc::{c_int, c_uint};
 
 use super::{action_for, check};
@@ -12,7 +14,7 @@ use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::sock::Proto;
-use crate::state::{deny_as, Loaded};
+use crate::state::{self, deny_as, Loaded};
 use crate::verdict::{refused_call, set_errno, Action, DenyReason, Verdict};
 
 /// What a shim returns when libc lacks the real function (never on glibc 2.34 or later).
@@ -144,10 +146,34 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         fd_kinds::forget_range(first, last);
     }
-    // SAFETY: CloseRangeFn is close_range's C signature; the caller's arguments are forwarded.
-    match unsafe { real::func::<real::CloseRangeFn>(&real::CLOSE_RANGE) } {
-        // SAFETY: as above.
-        Some(f) => unsafe { f(first, last, flags) },
-        None => missing(),
+    // SAFETY: CloseRangeFn is close_range's C signature.
+    let Some(real_close_range) = (unsafe { real::func::<real::CloseRangeFn>(&real::CLOSE_RANGE) })
+    else {
+        return missing();
+    };
+    // The guard's policy descriptors in the range stay open (state::held_policy_fds): the
+    // program's children find their policy there. Only for the flags whose meaning survives
+    // splitting the range (none, or CLOEXEC); anything else goes to the kernel as it is.
+    let mut held = [0; MAX_LEVELS];
+    let plain = flags & !(libc::CLOSE_RANGE_CLOEXEC as c_int) == 0;
+    let n = if plain && first <= last {
+        state::held_policy_fds(first, last, &mut held)
+    } else {
+        0
+    };
+    let mut from = first;
+    for &fd in &held[..n] {
+        let fd = fd as c_uint;
+        // SAFETY: the real close_range with the caller's flags on a part of its range.
+        if fd > from && unsafe { real_close_range(from, fd - 1, flags) } != 0 {
+            return -1;
+        }
+        // fd came from a c_int, so fd + 1 cannot overflow.
+        from = fd + 1;
     }
+    if n > 0 && from > last {
+        return 0;
+    }
+    // SAFETY: as above, on the rest of the range (all of it when nothing is held).
+    unsafe { real_close_range(from, last, flags) }
 }
