@@ -489,7 +489,7 @@ fn recover(loc: &Locator) -> (Result<PolicyView<'static>, &'static str>, i32) {
         Err(Failure::Unreachable) => NOT_RECOVERED,
         Err(Failure::Refused) => {
             "policy descriptor is missing or reused, /proc/<launcher>/fd cannot be opened here, \
-             and the launcher refused a process outside its tree (reparented away from it?)"
+             and the launcher refused it as outside its process tree: reparented away from it?"
         }
         Err(Failure::NoAnswer) => {
             "policy descriptor is missing or reused, /proc/<launcher>/fd cannot be opened here, \
@@ -501,7 +501,7 @@ fn recover(loc: &Locator) -> (Result<PolicyView<'static>, &'static str>, i32) {
 
 /// Why a process whose descriptor was closed found no copy, when the launcher does not answer.
 const NOT_RECOVERED: &str = "policy descriptor is missing or reused, /proc/<launcher>/fd cannot \
-     be opened here, and the launcher does not answer (has egress-run exited?)";
+     be opened here, and the launcher does not answer: has egress-run exited?";
 
 /// Maps `fd` (ours, obtained from the launcher) if it is the policy, and keeps it (returning
 /// the policy and the number it is held at, -1 for none); else closes it.
