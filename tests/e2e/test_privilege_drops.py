@@ -360,3 +360,37 @@ def test_no_message_repeats_its_words():
         for path in (REPO / top).rglob("*"):
             if path.is_file() and path.suffix in (".rs", ".md"):
                 assert phrase.strip() not in path.read_text(), path
+
+
+# --------------------------------------------------------------------------------------------
+# close_range keeps the guard's policy descriptor, and only that
+
+CLOSERANGE = r"""
+import json, os, sys
+n = int(os.environ["EGRESS_RUN_POLICY"].split(";")[0].split(":")[2])
+if sys.argv[1] == "reused":
+    # The program closes the guard's number and puts a file of its own there.
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(fd, n)
+    os.close(fd)
+mine = os.open("/dev/null", os.O_RDONLY)
+os.closerange(3, 1 << 20)
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+print(json.dumps({"policy_fd_open": is_open(n), "mine_open": is_open(mine)}))
+"""
+
+
+@pytest.mark.parametrize("case", ["guard", "reused"])
+def test_close_range_keeps_only_the_guards_policy_descriptor(case, run_guarded):
+    res = run_guarded(["--allow", "loopback"], py(CLOSERANGE) + [case])
+    assert res.returncode == 0, res.describe()
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["mine_open"] is False, res.describe()
+    # The guard's own descriptor stays for the children; a file the program put at that
+    # number is closed as asked.
+    assert out["policy_fd_open"] is (case == "guard"), res.describe()
