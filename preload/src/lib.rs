@@ -23,6 +23,8 @@ mod hooks;
 mod learned;
 mod names;
 mod real;
+#[cfg(target_arch = "x86_64")]
+mod rebind;
 mod route;
 mod scratch;
 mod sock;
