@@ -21,6 +21,7 @@ mod guard;
 mod highfd;
 mod hooks;
 mod learned;
+mod mem;
 mod names;
 mod real;
 #[cfg(target_arch = "x86_64")]
