@@ -162,10 +162,8 @@ mod tests {
         assert_ne!(p, libc::MAP_FAILED);
         let base = p as usize;
         // SAFETY: the second page of our own mapping.
-        assert_eq!(
-            unsafe { libc::mprotect((base + 4096) as *mut _, 4096, libc::PROT_NONE) },
-            0
-        );
+        let rc = unsafe { libc::mprotect((base + 4096) as *mut _, 4096, libc::PROT_NONE) };
+        assert_eq!(rc, 0);
         assert!(readable(base as *const u8, 16));
         assert!(!readable((base + 4096) as *const u8, 16));
         // A range that starts readable and runs into the PROT_NONE page.
