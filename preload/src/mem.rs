@@ -29,6 +29,7 @@ const ENTRIES: usize = 1 << ENTRIES_LOG2;
 /// Page numbers known readable (0: empty; page 0 is never plausible).
 static KNOWN: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
 
+#[inline]
 fn entry(page: usize) -> &'static AtomicUsize {
     // Fibonacci hashing: neighbouring pages land in different entries.
     let hash = (page as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ENTRIES_LOG2);
@@ -36,17 +37,30 @@ fn entry(page: usize) -> &'static AtomicUsize {
 }
 
 /// Whether the `len` bytes at `p` are user memory the program can read: `sock::plausible`,
-/// and every page they touch is readable (remembered, or probed once).
+/// and every page they touch is readable (remembered, or probed once). Inlined: a range within
+/// one remembered page costs a few compares and one load.
+#[inline]
 pub fn readable<T>(p: *const T, len: usize) -> bool {
     if !plausible(p, len) {
         return false;
     }
-    let addr = p as usize;
     if len == 0 {
         return true;
     }
-    // 4 KiB steps: with larger pages each one is still probed within its page.
+    let addr = p as usize;
+    // No overflow: `plausible` checked addr + len.
     let (first, last) = (addr >> PAGE_SHIFT, (addr + (len - 1)) >> PAGE_SHIFT);
+    if first == last && entry(first).load(Ordering::Relaxed) == first {
+        return true;
+    }
+    pages_readable(first, last)
+}
+
+/// Pages `first..=last` (4 KiB steps: with larger pages each is still probed within its page),
+/// each remembered or probed.
+#[cold]
+#[inline(never)]
+fn pages_readable(first: usize, last: usize) -> bool {
     (first..=last).all(page_readable)
 }
 

@@ -45,6 +45,7 @@ pub fn plausible<T>(p: *const T, len: usize) -> bool {
 
 /// Whether `read(addr, len)` would read memory the program cannot read: the call must fail
 /// with EFAULT, as the kernel's copy of the address would, without the guard reading it.
+#[inline]
 pub fn unreadable(addr: *const sockaddr, len: socklen_t) -> bool {
     let len = len as usize;
     !addr.is_null()

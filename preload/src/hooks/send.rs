@@ -26,7 +26,7 @@ pub(crate) fn decide_send(
     dest: Dest,
     flags: c_int,
     call: &'static str,
-    payload: &[u8],
+    payload: Payload,
 ) -> Action {
     // A family-0 address: what the kernel will send to on this socket.
     let dest = match dest {
@@ -51,7 +51,7 @@ pub(crate) fn decide_send(
         Some(kind @ (libc::SOCK_DGRAM, _)) => kind,
         _ => match sock::socket_kind(fd) {
             None => return Action::Proceed,
-            Some(kind) => match sock::header_dest(fd, payload) {
+            Some(kind) => match sock::header_dest(fd, payload.read()) {
                 sock::Header::None => kind,
                 sock::Header::Raw => (libc::SOCK_RAW, sock::Proto::Raw),
                 header => return decide_header(loaded, fd, header, call),
@@ -72,7 +72,9 @@ pub(crate) fn decide_send(
     // report names what it asked for.
     let mut qname = [0u8; 256];
     let host = match learned_host {
-        None if port == 53 => dnsmsg::question_name(payload, &mut qname).map(|n| &qname[..n]),
+        None if port == 53 => {
+            dnsmsg::question_name(payload.read(), &mut qname).map(|n| &qname[..n])
+        }
         h => h,
     };
     record_send(loaded, call, proto, dest, host, verdict)
@@ -142,7 +144,7 @@ pub(crate) fn decide_msg(
     (dest, route): (Dest, Option<IpAddr>),
     flags: c_int,
     call: &'static str,
-    payload: &[u8],
+    payload: Payload,
 ) -> Action {
     if let Some(hop) = route {
         if decide_route(loaded, fd, hop, Kind::Send, call) == Action::Refuse {
@@ -237,30 +239,52 @@ pub(crate) unsafe fn bytes<'a>(buf: *const c_void, len: usize) -> &'a [u8] {
 /// most 255 bytes), or an IP header with its options.
 const PAYLOAD_READ: usize = 512;
 
-/// The first bytes of a payload (`bytes` of at most `PAYLOAD_READ`): only those are checked
-/// and read, so a large datagram costs no more than a small one.
+/// A send's first buffer, read only when the decision needs it (a DNS question, a raw IP
+/// header), and then only its first `PAYLOAD_READ` bytes, checked readable first: an allowed
+/// datagram on the fast path costs no check of its buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct Payload {
+    buf: *const c_void,
+    len: usize,
+}
+
+impl Payload {
+    pub(crate) const EMPTY: Payload = Payload {
+        buf: std::ptr::null(),
+        len: 0,
+    };
+
+    /// The bytes the guard may read (empty when the program cannot read them: the kernel then
+    /// answers EFAULT for the send).
+    pub(crate) fn read(&self) -> &[u8] {
+        // SAFETY: `new`'s caller promised `len` bytes at `buf` that outlive this value; `bytes`
+        // reads them only when `mem::readable` says it can.
+        unsafe { bytes(self.buf, self.len.min(PAYLOAD_READ)) }
+    }
+}
+
+/// The payload of a send, `buf`/`len`.
 ///
 /// # Safety
-/// As for `bytes`.
-pub(crate) unsafe fn payload<'a>(buf: *const c_void, len: usize) -> &'a [u8] {
-    // SAFETY: a prefix of the caller's buffer.
-    unsafe { bytes(buf, len.min(PAYLOAD_READ)) }
+/// `buf` must be null or the caller's buffer of `len` bytes, alive while the payload is used.
+pub(crate) unsafe fn payload(buf: *const c_void, len: usize) -> Payload {
+    Payload { buf, len }
 }
 
 /// The first buffer of a msghdr (where a DNS question would start).
 ///
 /// # Safety
-/// `msg` must be null or a readable msghdr whose iovecs describe readable memory.
-pub(crate) unsafe fn msg_payload<'a>(msg: *const msghdr) -> &'a [u8] {
+/// `msg` must be null or a readable msghdr with a readable iovec array (`msg_unreadable`).
+pub(crate) unsafe fn msg_payload(msg: *const msghdr) -> Payload {
     if msg.is_null() {
-        return &[];
+        return Payload::EMPTY;
     }
     // SAFETY: a readable msghdr from the caller.
     let m = unsafe { &*msg };
     if m.msg_iov.is_null() || m.msg_iovlen == 0 {
-        return &[];
+        return Payload::EMPTY;
     }
-    // SAFETY: msg_iov points to msg_iovlen readable iovecs, each describing readable memory.
+    // SAFETY: msg_iov points to msg_iovlen readable iovecs; the buffer is checked when read.
     unsafe {
         let iov = &*m.msg_iov;
         payload(iov.iov_base, iov.iov_len)
