@@ -12,8 +12,12 @@ use libc::{c_int, c_void, dl_phdr_info, size_t, Elf64_Phdr};
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const DT_NULL: i64 = 0;
-const DT_STRTAB: i64 = 5;
-const DT_SYMTAB: i64 = 6;
+pub const DT_PLTRELSZ: i64 = 2;
+pub const DT_RELA: i64 = 7;
+pub const DT_RELASZ: i64 = 8;
+pub const DT_JMPREL: i64 = 23;
+pub const DT_STRTAB: i64 = 5;
+pub const DT_SYMTAB: i64 = 6;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 const DT_VERSYM: i64 = 0x6fff_fff0;
 const STT_FUNC: u8 = 2;
@@ -35,11 +39,11 @@ impl Span {
 }
 
 #[repr(C)]
-struct Elf64Sym {
-    st_name: u32,
+pub struct Elf64Sym {
+    pub st_name: u32,
     st_info: u8,
     st_other: u8,
-    st_shndx: u16,
+    pub st_shndx: u16,
     st_value: u64,
     st_size: u64,
 }
@@ -73,45 +77,70 @@ impl Object<'_> {
         span
     }
 
-    /// The default-version definition of a function named `name` in this object's own table.
-    pub fn function(&self, name: &CStr) -> Option<usize> {
-        let dynamic = self.phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
-        let (mut strtab, mut symtab, mut gnu_hash, mut versym) = (0usize, 0usize, 0usize, 0usize);
+    /// The load bias: what the object's virtual addresses are offset by.
+    pub fn bias(&self) -> usize {
+        self.bias
+    }
+
+    /// The object's program headers.
+    pub fn phdrs(&self) -> &[Elf64_Phdr] {
+        self.phdrs
+    }
+
+    /// Calls `each` with every entry of the object's dynamic array (tag, value), addresses made
+    /// absolute. False when the object has none.
+    pub fn dynamic(&self, mut each: impl FnMut(i64, usize)) -> bool {
+        let Some(dynamic) = self.phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {
+            return false;
+        };
         let mut entry = self.bias.wrapping_add(dynamic.p_vaddr as usize) as *const Elf64Dyn;
         loop {
             // SAFETY: PT_DYNAMIC of a loaded object points at its mapped, DT_NULL-terminated
             // dynamic array.
             let d = unsafe { &*entry };
             if d.d_tag == DT_NULL {
-                break;
+                return true;
             }
             // glibc relocates most objects' dynamic entries in place; the vDSO's stay
-            // relative. An address below the bias is relative.
-            let abs = |v: u64| {
-                let v = v as usize;
-                if v < self.bias {
-                    self.bias.wrapping_add(v)
-                } else {
-                    v
-                }
+            // relative. An address below the bias is relative (sizes are passed as they are:
+            // the callers know which tags are addresses).
+            let v = d.d_val as usize;
+            let abs = if v < self.bias {
+                self.bias.wrapping_add(v)
+            } else {
+                v
             };
-            match d.d_tag {
-                DT_STRTAB => strtab = abs(d.d_val),
-                DT_SYMTAB => symtab = abs(d.d_val),
-                DT_GNU_HASH => gnu_hash = abs(d.d_val),
-                DT_VERSYM => versym = abs(d.d_val),
-                _ => {}
-            }
+            each(d.d_tag, if is_address(d.d_tag) { abs } else { v });
             // SAFETY: not past DT_NULL, which ends the array.
             entry = unsafe { entry.add(1) };
         }
-        if strtab == 0 || symtab == 0 || gnu_hash == 0 {
+    }
+
+    /// The default-version definition of a function named `name` in this object's own table.
+    pub fn function(&self, name: &CStr) -> Option<usize> {
+        let (mut strtab, mut symtab, mut gnu_hash, mut versym) = (0usize, 0usize, 0usize, 0usize);
+        let found = self.dynamic(|tag, value| match tag {
+            DT_STRTAB => strtab = value,
+            DT_SYMTAB => symtab = value,
+            DT_GNU_HASH => gnu_hash = value,
+            DT_VERSYM => versym = value,
+            _ => {}
+        });
+        if !found || strtab == 0 || symtab == 0 || gnu_hash == 0 {
             return None;
         }
         // SAFETY: the three tables belong to a loaded object and are laid out as the ELF gABI
         // and the GNU hash format describe; every index read is bounded by that format.
         unsafe { lookup(name, strtab, symtab, gnu_hash, versym) }.map(|v| self.bias + v)
     }
+}
+
+/// Dynamic tags whose value is an address (the others are sizes, counts, flags, offsets).
+fn is_address(tag: i64) -> bool {
+    matches!(
+        tag,
+        DT_STRTAB | DT_SYMTAB | DT_GNU_HASH | DT_VERSYM | DT_RELA | DT_JMPREL
+    )
 }
 
 fn gnu_hash(name: &[u8]) -> u32 {
@@ -227,6 +256,20 @@ pub fn next_function(name: &CStr, after: usize) -> Option<(usize, Span)> {
         }
     });
     found.or(fallback)
+}
+
+/// This library's own definition of function `name` (its export), from its symbol table.
+pub fn own_function(name: &CStr) -> Option<usize> {
+    let here = own_function as *const () as usize;
+    let mut found = None;
+    walk(|object, span| {
+        if span.contains(here) {
+            found = object.function(name);
+            return true;
+        }
+        false
+    });
+    found
 }
 
 #[cfg(test)]

@@ -21,9 +21,12 @@ mod guard;
 mod highfd;
 mod hooks;
 mod learned;
+mod mem;
 mod names;
 mod policy_request;
 mod real;
+#[cfg(target_arch = "x86_64")]
+mod rebind;
 mod route;
 mod scratch;
 mod sock;

@@ -27,6 +27,12 @@ impl Real {
         }
     }
 
+    /// The address `get` found, or 0 when it has not looked yet (or libc does not have it);
+    /// never looks up (for code that may not call into the loader).
+    pub fn cached(&self) -> usize {
+        self.addr.load(Ordering::Acquire)
+    }
+
     /// The real function's address, or 0 when libc does not have it.
     pub fn get(&self) -> usize {
         let cached = self.addr.load(Ordering::Acquire);

@@ -33,9 +33,8 @@ const USER_END: usize = usize::MAX;
 
 /// Whether `len` bytes at `p` can be user memory at all: not in the first page, not beyond the
 /// user address space, not wrapping around. A pointer that fails this would make the guard
-/// fault where the kernel answers EFAULT; one that passes may still be unmapped (finding that
-/// out costs a system call, which the per-call paths do not pay: see design.md, *Fast paths*).
-/// No system call, no memory access.
+/// fault where the kernel answers EFAULT; one that passes may still be unmapped, which
+/// `mem::readable` finds out. No system call, no memory access.
 pub fn plausible<T>(p: *const T, len: usize) -> bool {
     let addr = p as usize;
     // arm64 ignores the top byte of user addresses (tagged pointers: HWASan, MTE).
@@ -46,11 +45,12 @@ pub fn plausible<T>(p: *const T, len: usize) -> bool {
 
 /// Whether `read(addr, len)` would read memory the program cannot read: the call must fail
 /// with EFAULT, as the kernel's copy of the address would, without the guard reading it.
+#[inline]
 pub fn unreadable(addr: *const sockaddr, len: socklen_t) -> bool {
     let len = len as usize;
     !addr.is_null()
         && len >= std::mem::size_of::<libc::sa_family_t>()
-        && !plausible(addr, len.min(std::mem::size_of::<libc::sockaddr_storage>()))
+        && !crate::mem::readable(addr, len.min(std::mem::size_of::<libc::sockaddr_storage>()))
 }
 
 /// Reads the destination from `addr`/`len` without reading past `len`.

@@ -1,10 +1,10 @@
 """Bad pointers (issue "Innocent programs must not notice the guard", item 3): connect, sendto,
 sendmsg and sendmmsg given an address, message header, iovec or control pointer the program
 cannot read fail with EFAULT, as the kernel answers natively, instead of crashing in the guard
-that reads it. Handled without a system call: pointers into the first page, beyond the user
-address space, and ranges that wrap around. Not handled (design.md, *Fast paths*): a pointer
-into user address space that is not mapped or not readable still crashes the guard (SIGSEGV)
-where the kernel answers EFAULT. Loopback only (the destination is 127.0.0.1)."""
+that reads it: pointers into the first page, beyond the user address space, ranges that wrap
+around (no system call), and pointers into user address space that is unmapped (a page mapped
+and unmapped again) or PROT_NONE (the page is probed once by a system call that reads without
+faulting: design.md, *Fast paths*). Loopback only (the destination is 127.0.0.1)."""
 import json
 import subprocess
 
@@ -15,8 +15,7 @@ from conftest import PROGS, guarded_env
 EFAULT = 14
 CALLS = ["connect", "sendto", "sendmsg-name", "sendmsg-hdr", "sendmsg-iov",
          "sendmsg-control", "sendmmsg", "sendmmsg-name", "syscall-connect", "syscall-sendmsg"]
-HANDLED = ["one", "page", "kernel", "wrap"]
-UNHANDLED = ["protnone", "unmapped"]
+HANDLED = ["one", "page", "kernel", "wrap", "protnone", "unmapped"]
 
 
 @pytest.fixture
@@ -60,9 +59,17 @@ def test_a_bad_payload_to_a_dns_port_fails_with_efault(args, where, badptr, run_
     assert len(sends) == 1 and sends[0]["host"] is None, res.describe()
 
 
-@pytest.mark.parametrize("where", UNHANDLED)
-@pytest.mark.parametrize("call", ["connect", "sendto", "sendmsg-hdr"])
-def test_natively_efault_for_unmapped_user_memory(call, where, badptr):
-    """The native answer the guard does not reproduce (see the module's docstring)."""
-    nat = native([badptr, call, where, 9])
-    assert nat == {"rc": -1, "errno": EFAULT}, nat
+@pytest.mark.parametrize("where", ["protnone", "unmapped"])
+def test_a_page_found_unreadable_is_asked_again_once_mapped(where, badptr, loopback, run_guarded):
+    """An unreadable page is not remembered as such: mapped there afterwards, the same address
+    is read and the send goes out (allowed) or is refused (block mode without a rule)."""
+    port = loopback.udp.port
+    cmd = [badptr, "sendto-remapped", where, port]
+    nat = native(cmd)
+    assert nat == {"rc": -1, "errno": EFAULT, "again": 1}, nat
+    res = run_guarded(["--allow", f"loopback:{port}"], cmd)
+    assert res.returncode == 0 and res.outputs() == [nat], res.describe()
+    assert [s["decision"] for s in res.attempts("send", port=port)] == ["allow"], res.describe()
+    res = run_guarded([], cmd)
+    assert res.outputs() == [{"rc": -1, "errno": EFAULT, "again": -1}], res.describe()
+    assert [s["decision"] for s in res.attempts("send", port=port)] == ["deny"], res.describe()

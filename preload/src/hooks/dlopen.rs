@@ -1,20 +1,31 @@
 //! `dlopen`: a library opened with `RTLD_DEEPBIND` binds its own `connect` straight to libc's,
-//! past this library. The hook clears that flag and continues in the real `dlopen`.
+//! past this library. The hook lets the loader keep the flag's meaning (the plugin's own
+//! definitions win over the program's) and then points the plugin's, and its new
+//! dependencies', slots for the functions the guard hooks back at the guard (`rebind`).
 //!
 //! `dlmopen` into any namespace but the base one loads a library with its own copy of libc and
 //! without this library: its `connect` would go out unchecked. Block mode refuses it (NULL,
 //! with a `dlerror` message saying why) and every mode records it as an unguarded program;
-//! `dlmopen(LM_ID_BASE, ...)` is `dlopen`.
+//! `dlmopen(LM_ID_BASE, ...)` is `dlopen` (there `RTLD_DEEPBIND` is still cleared).
 //!
-//! glibc's `dlopen` looks at its return address to find the caller (whose RUNPATH it searches),
-//! so the hook must not become the caller: on x86-64 it is a naked function that edits the flag
-//! register and jumps (not calls) to the real function. Elsewhere it is not interposed yet.
+//! glibc's `dlopen` looks at its return address to find the caller (whose namespace it loads
+//! into, whose RPATH/RUNPATH and `$ORIGIN` it searches), so the hook must not become the
+//! caller. On x86-64 it is a naked function: without `RTLD_DEEPBIND` it jumps (not calls) to
+//! the real function. With it, the hook must run again after the real `dlopen`, so it calls the
+//! real function with a return address inside the caller's object: a `ret` byte (0xC3) found in
+//! the caller's executable segment, under which the hook's own return address sits. glibc
+//! sees the caller; the `ret` comes back to the hook. (Not with a shadow stack, which would
+//! refuse that `ret`: there, and when the caller is in no object, the hook is the caller.)
+//! Elsewhere it is not interposed yet.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64 {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use crate::dynsym;
     use crate::real;
+    use crate::rebind;
+    use crate::verdict::{errno, set_errno};
 
     /// The real dlopen, resolved by `resolve` (called at initialisation) or by `slow_path`.
     /// Local to this library, so the jump reads it PC-relative.
@@ -52,19 +63,128 @@ mod x86_64 {
         _file: *const libc::c_char,
         _flags: libc::c_int,
     ) -> *mut libc::c_void {
-        // Clear RTLD_DEEPBIND (0x8) in the flags and tail-jump: the real dlopen sees the
-        // program's return address, as if called directly. The atomic is read as a plain
-        // aligned 8-byte load, which is atomic on x86-64.
+        // Without RTLD_DEEPBIND (0x8): tail-jump, the real dlopen sees the program's return
+        // address, as if called directly. The atomic is read as a plain aligned 8-byte load,
+        // which is atomic on x86-64. With it: tail-jump to `deep` with the return address as a
+        // third argument; `deep` returns to the program.
         core::arch::naked_asm!(
-            "and esi, -9",
+            "test esi, 8",
+            "jnz 3f",
             "mov rax, qword ptr [rip + {real}]",
             "test rax, rax",
             "jz 2f",
             "jmp rax",
             "2:",
             "jmp {slow}",
+            "3:",
+            "mov rdx, qword ptr [rsp]",
+            "jmp {deep}",
             real = sym EGRESS_REAL_DLOPEN,
             slow = sym slow_path,
+            deep = sym deep,
+        )
+    }
+
+    /// `dlopen` with `RTLD_DEEPBIND`: the real one (glibc seeing `caller`'s object as the
+    /// caller when it can), then the new objects' hooked slots redirected to the guard.
+    unsafe extern "C" fn deep(
+        file: *const libc::c_char,
+        flags: libc::c_int,
+        caller: usize,
+    ) -> *mut libc::c_void {
+        let mut real = EGRESS_REAL_DLOPEN.load(Ordering::Acquire);
+        if real == 0 {
+            resolve();
+            real = EGRESS_REAL_DLOPEN.load(Ordering::Acquire);
+        }
+        if real == 0 {
+            return std::ptr::null_mut();
+        }
+        let mark = std::panic::catch_unwind(rebind::mark).ok();
+        let gadget = std::panic::catch_unwind(|| return_gadget(caller)).unwrap_or(0);
+        let handle = if gadget != 0 {
+            // SAFETY: `real` is dlopen; `gadget` is the address of a `ret` instruction.
+            unsafe { call_through(file, flags, real, gadget) }
+        } else {
+            // SAFETY: `real` is dlopen, with its C signature.
+            unsafe { std::mem::transmute::<usize, real::DlopenFn>(real)(file, flags) }
+        };
+        if let (false, Some(mark)) = (handle.is_null(), mark) {
+            let saved = errno();
+            let _ = std::panic::catch_unwind(|| rebind::redirect(&mark));
+            set_errno(saved);
+        }
+        handle
+    }
+
+    /// The address of a `ret` byte in the executable segment of the object holding `caller`
+    /// (0: none, the caller is in no object, or a shadow stack is on).
+    fn return_gadget(caller: usize) -> usize {
+        const ARCH_SHSTK_STATUS: libc::c_int = 0x5005;
+        let mut features: u64 = 0;
+        // SAFETY: ARCH_SHSTK_STATUS writes one u64 (older kernels fail with EINVAL).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_SHSTK_STATUS,
+                &mut features as *mut u64,
+            )
+        };
+        if rc == 0 && features & 1 != 0 {
+            return 0;
+        }
+        let mut found = 0;
+        dynsym::walk(|object, span| {
+            if !span.contains(caller) {
+                return false;
+            }
+            for ph in object.phdrs() {
+                let start = object.bias().wrapping_add(ph.p_vaddr as usize);
+                let end = start.wrapping_add(ph.p_memsz as usize);
+                // PT_LOAD, readable and executable, holding the caller.
+                if ph.p_type != 1 || ph.p_flags & 5 != 5 || !(start <= caller && caller < end) {
+                    continue;
+                }
+                // SAFETY: a loaded, readable segment of the object.
+                let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
+                let at = caller - start;
+                found = bytes[at..]
+                    .iter()
+                    .position(|&b| b == 0xc3)
+                    .map(|i| caller + i)
+                    .or_else(|| {
+                        bytes[..at]
+                            .iter()
+                            .rposition(|&b| b == 0xc3)
+                            .map(|i| start + i)
+                    })
+                    .unwrap_or(0);
+            }
+            true
+        });
+        found
+    }
+
+    /// Calls `real` (dlopen) with `gadget` as its return address and this function's return
+    /// point under it: the real function returns to the `ret` at `gadget`, which returns here.
+    /// Two pushes keep the alignment a call would give.
+    ///
+    /// # Safety
+    /// `real` must be dlopen, `gadget` the address of a 0xC3 byte in executable memory.
+    #[unsafe(naked)]
+    unsafe extern "C" fn call_through(
+        _file: *const libc::c_char,
+        _flags: libc::c_int,
+        _real: usize,
+        _gadget: usize,
+    ) -> *mut libc::c_void {
+        core::arch::naked_asm!(
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "push rcx",
+            "jmp rdx",
+            "2:",
+            "ret",
         )
     }
 

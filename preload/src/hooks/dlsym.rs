@@ -165,6 +165,21 @@ fn hooked(name: &[u8]) -> Option<&'static Hooked> {
         .map(|i| &HOOKED[i])
 }
 
+/// For a name the guard hooks: its own function's export name, and the real function it chains
+/// to (0 when not resolved yet: `resolve_chained` first).
+pub(crate) fn guard_function(name: &[u8]) -> Option<(&'static CStr, usize)> {
+    hooked(name).map(|e| (e.ours, e.real.map_or(0, Real::cached)))
+}
+
+/// Resolves every real function the hooked names chain to (a look-up each the first time).
+pub(crate) fn resolve_chained() {
+    for entry in &HOOKED {
+        if let Some(real) = entry.real {
+            real.get();
+        }
+    }
+}
+
 /// What the stub does: return `value`, or (`forward` != 0) jump to the real function.
 /// Two integer words: returned in rax and rdx.
 #[repr(C)]

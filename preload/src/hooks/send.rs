@@ -13,6 +13,7 @@ use crate::dns_sockets;
 use crate::dnsmsg;
 use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
+use crate::mem;
 use crate::real;
 use crate::route;
 use crate::sock::{self, Dest};
@@ -25,7 +26,7 @@ pub(crate) fn decide_send(
     dest: Dest,
     flags: c_int,
     call: &'static str,
-    payload: &[u8],
+    payload: Payload,
 ) -> Action {
     // A family-0 address: what the kernel will send to on this socket.
     let dest = match dest {
@@ -50,7 +51,7 @@ pub(crate) fn decide_send(
         Some(kind @ (libc::SOCK_DGRAM, _)) => kind,
         _ => match sock::socket_kind(fd) {
             None => return Action::Proceed,
-            Some(kind) => match sock::header_dest(fd, payload) {
+            Some(kind) => match sock::header_dest(fd, payload.read()) {
                 sock::Header::None => kind,
                 sock::Header::Raw => (libc::SOCK_RAW, sock::Proto::Raw),
                 header => return decide_header(loaded, fd, header, call),
@@ -71,7 +72,9 @@ pub(crate) fn decide_send(
     // report names what it asked for.
     let mut qname = [0u8; 256];
     let host = match learned_host {
-        None if port == 53 => dnsmsg::question_name(payload, &mut qname).map(|n| &qname[..n]),
+        None if port == 53 => {
+            dnsmsg::question_name(payload.read(), &mut qname).map(|n| &qname[..n])
+        }
         h => h,
     };
     record_send(loaded, call, proto, dest, host, verdict)
@@ -141,7 +144,7 @@ pub(crate) fn decide_msg(
     (dest, route): (Dest, Option<IpAddr>),
     flags: c_int,
     call: &'static str,
-    payload: &[u8],
+    payload: Payload,
 ) -> Action {
     if let Some(hop) = route {
         if decide_route(loaded, fd, hop, Kind::Send, call) == Action::Refuse {
@@ -173,42 +176,42 @@ pub(crate) unsafe fn msg_dest_route(msg: *const msghdr) -> (Dest, Option<IpAddr>
 }
 
 /// Whether the kernel would fail to read `msg`'s header, address, iovec array or control
-/// data (EFAULT), as far as `sock::plausible` can tell without a system call.
+/// data (EFAULT): `mem::readable` (a system call only for a page not seen before).
 ///
 /// # Safety
-/// `msg` must be null, implausible, or point to a readable msghdr.
+/// `msg` must be null or point to a msghdr (checked readable here first).
 pub(crate) unsafe fn msg_unreadable(msg: *const msghdr) -> bool {
     if msg.is_null() {
         return false; // nothing to read here: the kernel answers EFAULT
     }
-    if !sock::plausible(msg, std::mem::size_of::<msghdr>()) {
+    if !mem::readable(msg, std::mem::size_of::<msghdr>()) {
         return true;
     }
-    // SAFETY: a plausible msghdr pointer from the caller.
+    // SAFETY: a readable msghdr pointer from the caller (`mem::readable`).
     let m = unsafe { &*msg };
     let iovs = m.msg_iovlen.min(libc::UIO_MAXIOV as usize);
     sock::unreadable(m.msg_name.cast_const().cast(), m.msg_namelen)
         || (m.msg_controllen > 0
             && !m.msg_control.is_null()
-            && !sock::plausible(m.msg_control, m.msg_controllen))
+            && !mem::readable(m.msg_control, m.msg_controllen))
         || (iovs > 0
             && !m.msg_iov.is_null()
-            && !sock::plausible(m.msg_iov, iovs * std::mem::size_of::<libc::iovec>()))
+            && !mem::readable(m.msg_iov, iovs * std::mem::size_of::<libc::iovec>()))
 }
 
 /// How many of the `vlen` messages at `msgs` the guard can read (the kernel sends those and
 /// stops at the first it cannot read: EFAULT if that is the first).
 ///
 /// # Safety
-/// Each of the `vlen` entries must be implausible or a readable mmsghdr (see `msg_unreadable`).
+/// `msgs` must point to `vlen` mmsghdr entries (each checked readable before it is read).
 pub(crate) unsafe fn readable_msgs(msgs: *const mmsghdr, vlen: c_uint) -> c_uint {
     let mut n: c_uint = 0;
     while n < vlen {
         let entry = msgs.wrapping_add(n as usize);
-        if !sock::plausible(entry, std::mem::size_of::<mmsghdr>()) {
+        if !mem::readable(entry, std::mem::size_of::<mmsghdr>()) {
             break;
         }
-        // SAFETY: a plausible entry is the caller's mmsghdr; msg_hdr is its first field.
+        // SAFETY: a readable entry is the caller's mmsghdr; msg_hdr is its first field.
         if unsafe { msg_unreadable(std::ptr::addr_of!((*entry).msg_hdr)) } {
             break;
         }
@@ -217,38 +220,74 @@ pub(crate) unsafe fn readable_msgs(msgs: *const mmsghdr, vlen: c_uint) -> c_uint
     n
 }
 
-/// The bytes of `buf`/`len` (empty when null, or when no user memory can be there: then the
+/// The bytes of `buf`/`len` (empty when null, or when the program cannot read them: then the
 /// kernel answers EFAULT for it, and the guard must not read it).
 ///
 /// # Safety
-/// `buf` must be null, implausible, or point to `len` readable bytes that outlive the
-/// returned slice's use.
+/// `buf` must be null, or point to `len` bytes that outlive the returned slice's use (if they
+/// are readable now).
 pub(crate) unsafe fn bytes<'a>(buf: *const c_void, len: usize) -> &'a [u8] {
-    if buf.is_null() || len == 0 || !sock::plausible(buf, len) {
+    if buf.is_null() || len == 0 || !mem::readable(buf, len) {
         &[]
     } else {
-        // SAFETY: `len` readable bytes at `buf`, per the caller.
+        // SAFETY: `len` readable bytes at `buf`, per the caller and `mem::readable`.
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
     }
+}
+
+/// The most of a payload the guard reads: a DNS question (a 12-byte header and a name of at
+/// most 255 bytes), or an IP header with its options.
+const PAYLOAD_READ: usize = 512;
+
+/// A send's first buffer, read only when the decision needs it (a DNS question, a raw IP
+/// header), and then only its first `PAYLOAD_READ` bytes, checked readable first: an allowed
+/// datagram on the fast path costs no check of its buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct Payload {
+    buf: *const c_void,
+    len: usize,
+}
+
+impl Payload {
+    pub(crate) const EMPTY: Payload = Payload {
+        buf: std::ptr::null(),
+        len: 0,
+    };
+
+    /// The bytes the guard may read (empty when the program cannot read them: the kernel then
+    /// answers EFAULT for the send).
+    pub(crate) fn read(&self) -> &[u8] {
+        // SAFETY: `new`'s caller promised `len` bytes at `buf` that outlive this value; `bytes`
+        // reads them only when `mem::readable` says it can.
+        unsafe { bytes(self.buf, self.len.min(PAYLOAD_READ)) }
+    }
+}
+
+/// The payload of a send, `buf`/`len`.
+///
+/// # Safety
+/// `buf` must be null or the caller's buffer of `len` bytes, alive while the payload is used.
+pub(crate) unsafe fn payload(buf: *const c_void, len: usize) -> Payload {
+    Payload { buf, len }
 }
 
 /// The first buffer of a msghdr (where a DNS question would start).
 ///
 /// # Safety
-/// `msg` must be null or a readable msghdr whose iovecs describe readable memory.
-pub(crate) unsafe fn msg_payload<'a>(msg: *const msghdr) -> &'a [u8] {
+/// `msg` must be null or a readable msghdr with a readable iovec array (`msg_unreadable`).
+pub(crate) unsafe fn msg_payload(msg: *const msghdr) -> Payload {
     if msg.is_null() {
-        return &[];
+        return Payload::EMPTY;
     }
     // SAFETY: a readable msghdr from the caller.
     let m = unsafe { &*msg };
     if m.msg_iov.is_null() || m.msg_iovlen == 0 {
-        return &[];
+        return Payload::EMPTY;
     }
-    // SAFETY: msg_iov points to msg_iovlen readable iovecs, each describing readable memory.
+    // SAFETY: msg_iov points to msg_iovlen readable iovecs; the buffer is checked when read.
     unsafe {
         let iov = &*m.msg_iov;
-        bytes(iov.iov_base, iov.iov_len)
+        payload(iov.iov_base, iov.iov_len)
     }
 }
 
@@ -283,7 +322,7 @@ pub unsafe extern "C" fn sendto(
     // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
     let dest = unsafe { sock::read(addr, addrlen) };
     // SAFETY: the caller's buffer of `len` bytes.
-    let payload = unsafe { bytes(buf, len) };
+    let payload = unsafe { payload(buf, len) };
     match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto", payload)) {
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
         // SAFETY: forwarding the caller's arguments to the real sendto.
@@ -304,7 +343,7 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if dns_sockets::any() {
         // SAFETY: the caller's buffer of `len` bytes.
-        let payload = unsafe { bytes(buf, len) };
+        let payload = unsafe { payload(buf, len) };
         if check(|loaded| decide_send(loaded, fd, Dest::Other, flags, "send", payload))
             == Action::Refuse
         {

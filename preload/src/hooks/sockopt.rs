@@ -165,7 +165,7 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     if watched(level, name) {
-        if !value.is_null() && len > 0 && !sock::plausible(value, len as usize) {
+        if !value.is_null() && len > 0 && !crate::mem::readable(value, len as usize) {
             return fault(); // the kernel's answer; an unchecked option must not pass
         }
         // SAFETY: the caller's option value of `len` bytes (or null).

@@ -15,7 +15,8 @@ use libc::{c_int, c_long, c_uint, mmsghdr, msghdr, sockaddr, socklen_t};
 use super::connect::decide_connect;
 use super::fd::{decide_packet_socket, is_packet};
 use super::send::{
-    bytes, decide_msg, decide_send, msg_dest_route, msg_payload, msg_unreadable, readable_msgs,
+    bytes, decide_msg, decide_send, msg_dest_route, msg_payload, msg_unreadable, payload,
+    readable_msgs,
 };
 use super::sockopt::{decide_sockopt, watched};
 use super::{check, check_with};
@@ -66,7 +67,7 @@ pub unsafe extern "C" fn syscall(
             if watched(a2 as c_int, a3 as c_int)
                 && a4 != 0
                 && a5 as socklen_t > 0
-                && !sock::plausible(a4 as *const libc::c_void, a5 as socklen_t as usize) =>
+                && !crate::mem::readable(a4 as *const libc::c_void, a5 as socklen_t as usize) =>
         {
             return fault();
         }
@@ -79,7 +80,7 @@ pub unsafe extern "C" fn syscall(
             // SAFETY: sendto(fd, buf, len, flags, addr, addrlen): the caller's address.
             let dest = unsafe { sock::read(a5 as *const sockaddr, a6 as socklen_t) };
             // SAFETY: sendto's buffer of a3 bytes.
-            let payload = unsafe { bytes(a2 as *const libc::c_void, a3 as usize) };
+            let payload = unsafe { payload(a2 as *const libc::c_void, a3 as usize) };
             check(|loaded| decide_send(loaded, fd, dest, a4 as c_int, "syscall", payload))
         }
         libc::SYS_sendmsg => {

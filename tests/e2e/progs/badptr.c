@@ -2,7 +2,9 @@
  * and prints {"rc": ..., "errno": ...}. The kernel answers EFAULT; a guard that reads the
  * pointer itself crashes instead.
  *   CALL:  connect | sendto | sendto-buf | sendmsg-name | sendmsg-hdr | sendmsg-iov |
- *          sendmsg-control | sendmmsg | sendmmsg-name | syscall-connect | syscall-sendmsg
+ *          sendmsg-control | sendmmsg | sendmmsg-name | syscall-connect | syscall-sendmsg |
+ *          sendto-remapped (sendto with the bad address, then the page mapped there again with
+ *          the address in it and sendto once more: also prints "again")
  *   WHERE: one (address 1) | page (4095) | kernel (0xffff800000000000) | wrap (-8) |
  *          protnone (a PROT_NONE page) | unmapped (a page just unmapped) */
 #define _GNU_SOURCE
@@ -53,6 +55,17 @@ int main(int argc, char **argv) {
     else if (!strcmp(call, "sendmmsg-name")) { mm.msg_hdr = mh; mm.msg_hdr.msg_name = p; rc = sendmmsg(fd, &mm, 1, 0); }
     else if (!strcmp(call, "syscall-connect")) rc = syscall(SYS_connect, fd, p, sizeof sin);
     else if (!strcmp(call, "syscall-sendmsg")) rc = syscall(SYS_sendmsg, fd, p, 0);
+    else if (!strcmp(call, "sendto-remapped")) {
+        rc = sendto(fd, data, 1, 0, p, sizeof sin);
+        int err = rc < 0 ? errno : 0;
+        void *q = mmap(p, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (q != p) { perror("mmap"); return 2; }
+        memcpy(q, &sin, sizeof sin);
+        errno = 0;
+        long again = sendto(fd, data, 1, 0, q, sizeof sin);
+        printf("{\"rc\": %ld, \"errno\": %d, \"again\": %ld}\n", rc, err, again);
+        return 0;
+    }
     else { fprintf(stderr, "bad CALL\n"); return 2; }
     printf("{\"rc\": %ld, \"errno\": %d}\n", rc, rc < 0 ? errno : 0);
     return 0;
