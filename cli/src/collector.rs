@@ -6,10 +6,12 @@ use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+use egress_policy::event;
+use egress_policy::wire::EVENT_KEY_LEN;
 use egress_policy::{suggest_rule, Locator, Mode};
 use serde::Deserialize;
 
-use crate::report::{AttemptLine, ChainLevel, Line, ProcessLine};
+use crate::report::{AttemptLine, ChainLevel, Journal, Line, ProcessLine};
 use crate::spawn::{self, Signals};
 use crate::Fatal;
 
@@ -89,7 +91,14 @@ pub struct Collector {
     mode: Mode,
     rules: Vec<String>,
     quiet: bool,
+    /// Every line so far, with its count as known now (the summary is computed from them).
     pub lines: Vec<Line>,
+    /// The report file: each line is appended as soon as it is known.
+    journal: Journal,
+    /// For each line, the count the report file already holds for it (0 for process lines).
+    written: Vec<u64>,
+    /// Datagrams dropped: not framed as events, or without this run's event key.
+    pub rejected: u64,
     fold: HashMap<FoldKey, usize>,
     exes: HashMap<i32, String>,
     pub pids: HashSet<i32>,
@@ -108,7 +117,14 @@ pub struct EventSocket {
     socket: UnixDatagram,
     addr: SocketAddr,
     nonce: u64,
+    /// The run's event key (in the sealed policy): every event must start with it.
+    key: [u8; EVENT_KEY_LEN],
 }
+
+/// How often counts that grew (repeats folded in shared memory or in the launcher) are
+/// appended to the report while the run goes on: what a `SIGKILL` of egress-run can lose of
+/// the counts at most (the lines themselves are written at once).
+const COUNT_EVERY_MS: u64 = 1000;
 
 /// Larger than any event the library sends (its buffers are 8 KiB); a longer datagram would be
 /// cut short and counted as malformed.
@@ -129,7 +145,7 @@ const NEARLY_FULL: usize = 8;
 const ROUND_MAX: usize = 256;
 
 impl EventSocket {
-    pub fn bind(locator: &Locator) -> Result<Self, Fatal> {
+    pub fn bind(locator: &Locator, key: [u8; EVENT_KEY_LEN]) -> Result<Self, Fatal> {
         let mut name = [0u8; 64];
         let n = locator.socket_name(&mut name);
         let fail = |e: std::io::Error| {
@@ -142,6 +158,22 @@ impl EventSocket {
         let socket = UnixDatagram::bind_addr(&addr).map_err(fail)?;
         // Reads never block: the event loop waits in poll.
         socket.set_nonblocking(true).map_err(fail)?;
+        // Each datagram carries its sender's pid (SCM_CREDENTIALS, filled in by the kernel):
+        // what an event without a key (a process that has no policy) is checked by.
+        let one: libc::c_int = 1;
+        // SAFETY: SO_PASSCRED takes an int; the pointer and length describe `one`.
+        let passcred = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PASSCRED,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if passcred != 0 {
+            return Err(fail(std::io::Error::last_os_error()));
+        }
         let mut nonce = [0u8; 8];
         // SAFETY: getrandom fills the 8-byte buffer; a failure leaves zeros, still fine.
         unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), 8, 0) };
@@ -149,6 +181,7 @@ impl EventSocket {
             socket,
             addr,
             nonce: u64::from_le_bytes(nonce),
+            key,
         })
     }
 
@@ -159,9 +192,11 @@ impl EventSocket {
         collector: &mut Collector,
         signals: &Signals,
         child: libc::pid_t,
+        counts: &dyn Fn(u64) -> u64,
     ) -> libc::c_int {
         let mut buf = Vec::with_capacity(MAX_DATAGRAM);
         let mut batching = false;
+        let mut last_count = std::time::Instant::now();
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -175,8 +210,15 @@ impl EventSocket {
                     revents: 0,
                 },
             ];
-            // While batching, only COMMAND's exit or a signal ends the wait early.
-            let (count, timeout) = if batching { (1, BATCH_MS) } else { (2, -1) };
+            // While batching, only COMMAND's exit or a signal ends the wait early. Counts in
+            // shared memory grow without a datagram: while some may, wake up to write them.
+            let since = last_count.elapsed().as_millis() as u64;
+            let count_due = COUNT_EVERY_MS.saturating_sub(since) as libc::c_int;
+            let (count, timeout) = match (batching, collector.counting()) {
+                (true, _) => (1, BATCH_MS),
+                (false, true) => (2, count_due),
+                (false, false) => (2, -1),
+            };
             // SAFETY: fds holds `count` valid pollfd entries.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
             // On a poll failure (EINTR, ENOMEM) look at everything: reads do not block.
@@ -188,6 +230,10 @@ impl EventSocket {
             }
             let (got, _) = self.drain(collector, &mut buf, ROUND_MAX);
             batching = got > 0 && got < NEARLY_FULL;
+            if last_count.elapsed().as_millis() as u64 >= COUNT_EVERY_MS {
+                collector.write_counts(counts);
+                last_count = std::time::Instant::now();
+            }
         }
     }
 
@@ -197,9 +243,9 @@ impl EventSocket {
         let mut got = 0;
         while got < max {
             match self.recv(buf) {
-                Ok(()) => {
+                Ok(sender) => {
                     got += 1;
-                    if self.handle(collector, buf) {
+                    if self.handle(collector, buf, sender) {
                         return (got, true);
                     }
                 }
@@ -210,28 +256,59 @@ impl EventSocket {
         (got, false)
     }
 
-    /// One datagram into `buf` (its spare capacity: nothing is zeroed first).
-    fn recv(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    /// One datagram into `buf` (its spare capacity: nothing is zeroed first); returns the
+    /// sender's pid as the kernel gives it (0 when unknown: it is in no pid namespace of ours).
+    fn recv(&self, buf: &mut Vec<u8>) -> std::io::Result<libc::pid_t> {
         buf.clear();
-        // SAFETY: the kernel writes at most capacity bytes into buf's allocation.
-        let n = unsafe {
-            libc::recv(
-                self.socket.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.capacity(),
-                0,
-            )
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.capacity(),
         };
+        // Room for one SCM_CREDENTIALS message (CMSG_SPACE of a ucred: 32 bytes), aligned.
+        let mut control = [0u64; 8];
+        // SAFETY: an all-zero msghdr is valid; it is filled in below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: msg describes buf's allocation (capacity bytes) and the control array.
+        let n = unsafe { libc::recvmsg(self.socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: the kernel initialised the first n bytes (n <= capacity).
         unsafe { buf.set_len(n as usize) };
-        Ok(())
+        let mut pid = 0;
+        // SAFETY: msg is as recvmsg left it; CMSG_* walk its control buffer within
+        // msg_controllen, and a SCM_CREDENTIALS message's data is a ucred.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                    let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    pid = cred.pid;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        Ok(pid)
     }
 
-    /// Handles one datagram; true when it is our end marker.
-    fn handle(&self, collector: &mut Collector, raw: &[u8]) -> bool {
+    /// Handles one datagram; true when it is our end marker. A datagram without this run's
+    /// event key is dropped and counted, unless it has no key at all (a process of the tree
+    /// that could not obtain its policy) and its sender is a descendant of this launcher.
+    fn handle(&self, collector: &mut Collector, datagram: &[u8], sender: libc::pid_t) -> bool {
+        let Some((key, raw)) = event::split(datagram) else {
+            collector.rejected += 1;
+            return false;
+        };
+        if !event::same_key(key, &self.key)
+            && !(key == [0; EVENT_KEY_LEN] && collector.in_tree(sender))
+        {
+            collector.rejected += 1;
+            return false;
+        }
         if collector.fold_raw(raw) {
             return false;
         }
@@ -259,10 +336,11 @@ impl EventSocket {
     }
 
     fn finish_with(&self, collector: &mut Collector, buf: &mut Vec<u8>) {
-        let msg = format!("{{\"type\":\"end\",\"nonce\":{}}}", self.nonce);
+        let mut msg = event::header(&self.key).to_vec();
+        msg.extend_from_slice(format!("{{\"type\":\"end\",\"nonce\":{}}}", self.nonce).as_bytes());
         // Sent to ourselves: the queue limit does not apply to a socket's own datagrams, so
         // this never waits for room (the loop is the only reader).
-        let marked = self.socket.send_to_addr(msg.as_bytes(), &self.addr).is_ok();
+        let marked = self.socket.send_to_addr(&msg, &self.addr).is_ok();
         // Without the marker, take what is queued now, bounded against a tree that keeps
         // sending.
         self.drain(collector, buf, if marked { usize::MAX } else { ROUND_MAX });
@@ -275,17 +353,27 @@ fn exe_of(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// A process's parent, from /proc/<pid>/stat (the field after the parenthesised name).
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn program_name(exe: &str) -> &str {
     exe.rsplit('/').next().unwrap_or(exe)
 }
 
 impl Collector {
-    pub fn new(mode: Mode, rules: Vec<String>, quiet: bool) -> Self {
+    pub fn new(mode: Mode, rules: Vec<String>, quiet: bool, journal: Journal) -> Self {
         Collector {
             mode,
             rules,
             quiet,
             lines: Vec::new(),
+            journal,
+            written: Vec::new(),
+            rejected: 0,
             fold: HashMap::new(),
             exes: HashMap::new(),
             pids: HashSet::new(),
@@ -295,6 +383,85 @@ impl Collector {
             slots: Vec::new(),
             refused_unguarded: 0,
         }
+    }
+
+    /// Appends a line to the report file and keeps it for the summary.
+    fn push(&mut self, line: Line) {
+        let count = match &line {
+            Line::Process(p) => {
+                self.journal.line(p);
+                0
+            }
+            Line::Attempt(a) => {
+                self.journal.line(a);
+                a.count
+            }
+        };
+        self.lines.push(line);
+        self.written.push(count);
+    }
+
+    /// Appends any other line (the `run` line first, the `summary` last).
+    pub fn write_line(&mut self, line: &impl serde::Serialize) {
+        self.journal.line(line);
+    }
+
+    /// The report file, when the last line has been written.
+    pub fn into_journal(self) -> Journal {
+        self.journal
+    }
+
+    /// Whether counts may grow in shared memory, unseen by the event loop.
+    fn counting(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// Appends, for each attempt line whose count grew since the file last said, a copy of the
+    /// line whose `count` is the growth: the sum of `count` over identical lines is the total
+    /// (docs/report.md). `shared` reads a shared counter slot (the repeats a process folded).
+    pub fn write_counts(&mut self, shared: &dyn Fn(u64) -> u64) {
+        let mut extra = vec![0u64; self.lines.len()];
+        for &(i, slot) in &self.slots {
+            if let Some(e) = extra.get_mut(i) {
+                *e += shared(slot);
+            }
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            let Line::Attempt(a) = line else { continue };
+            let total = a.count + extra[i];
+            if total > self.written[i] {
+                let more = AttemptLine {
+                    count: total - self.written[i],
+                    ..a.clone()
+                };
+                self.journal.line(&more);
+                self.written[i] = total;
+            }
+        }
+    }
+
+    /// Whether `pid` is a process of this run: one that checked in with the run's key, or a
+    /// descendant of this launcher now (its parent chain, read from /proc, reaches us).
+    fn in_tree(&self, pid: libc::pid_t) -> bool {
+        if pid <= 0 {
+            return false;
+        }
+        if self.pids.contains(&pid) {
+            return true;
+        }
+        let me = std::process::id() as libc::pid_t;
+        let mut at = pid;
+        // A chain longer than this is not worth following (pid_max bounds it anyway).
+        for _ in 0..256 {
+            if at == me {
+                return true;
+            }
+            match parent_of(at) {
+                Some(p) if p > 0 => at = p,
+                _ => return false,
+            }
+        }
+        false
     }
 
     fn say(&self, msg: std::fmt::Arguments) {
@@ -340,7 +507,7 @@ impl Collector {
                 }
                 self.exes.insert(pid, exe.clone());
                 self.pids.insert(pid);
-                self.lines.push(Line::Process(ProcessLine {
+                self.push(Line::Process(ProcessLine {
                     policy_error,
                     ..ProcessLine::new(pid, ppid, exe, argv)
                 }));
@@ -391,7 +558,7 @@ impl Collector {
         }
         let rule = a.rule.and_then(|i| self.rules.get(i).cloned());
         self.fold.insert(key, self.lines.len());
-        self.lines.push(Line::Attempt(AttemptLine {
+        self.push(Line::Attempt(AttemptLine {
             kind,
             pid: a.pid,
             exe,
@@ -482,7 +649,7 @@ impl Collector {
             self.pids.insert(pid);
             self.exes.insert(pid, exe.clone());
         }
-        self.lines.push(Line::Process(ProcessLine {
+        self.push(Line::Process(ProcessLine {
             guarded: false,
             reason: Some(reason),
             refused: Some(refused),

@@ -9,7 +9,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED};
+use egress_policy::wire::{encode_full, Counters, Settings, EVENT_KEY_LEN, FLAG_ALLOW_UNGUARDED};
 use egress_policy::{DenyAs, Locator, Mode, Rule, GUARD_FD_BASE, GUARD_FD_BELOW_LIMIT};
 
 use crate::Fatal;
@@ -22,6 +22,8 @@ pub struct SealedPolicy {
     _fd: OwnedFd,
     pub locator: Locator,
     pub counters: SharedCounters,
+    /// The run's event key: only holders of this policy can write events (docs/threat-model.md).
+    pub event_key: [u8; EVENT_KEY_LEN],
 }
 
 /// 8-byte slots of the shared counters: sparse, so only the pages processes touch use memory.
@@ -103,6 +105,7 @@ pub fn seal_policy(
         0
     };
     let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
+    let event_key = new_event_key()?;
     let settings = Settings {
         mode,
         deny_as,
@@ -112,6 +115,7 @@ pub fn seal_policy(
             ino: counters.ino,
             slots: counters.slots,
         }),
+        event_key,
     };
     let bytes = encode_full(settings, std::process::id(), rules);
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
@@ -138,7 +142,34 @@ pub fn seal_policy(
         },
         _fd: fd,
         counters,
+        event_key,
     })
+}
+
+/// 16 random bytes from the kernel, never all zero (zero means "no key").
+fn new_event_key() -> Result<[u8; EVENT_KEY_LEN], Fatal> {
+    let mut key = [0u8; EVENT_KEY_LEN];
+    let mut filled = 0;
+    while filled < key.len() || key == [0; EVENT_KEY_LEN] {
+        if filled == key.len() {
+            filled = 0;
+        }
+        // SAFETY: getrandom writes at most the remaining length into key.
+        let n =
+            unsafe { libc::getrandom(key[filled..].as_mut_ptr().cast(), key.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Fatal::new(
+                format!("cannot draw the run's event key ({e})"),
+                "egress-run needs getrandom(2) (Linux 3.17+)",
+            ));
+        }
+        filled += n as usize;
+    }
+    Ok(key)
 }
 
 /// Moves an inheritable descriptor to the guard's high numbers (`GUARD_FD_BASE`, or just below

@@ -121,30 +121,43 @@ fn open_socket(loc: &Locator) -> Option<c_int> {
     }
 }
 
-/// Sends one event to the launcher of `level`.
-fn send(loc: &Locator, level: usize, msg: &[u8]) {
-    let Some((fd, private)) = socket(loc, level) else {
+/// Sends one event to the launcher of `loaded`'s level, framed with the run's event key
+/// (`egress_policy::event`): the launcher drops datagrams without it. A process without a
+/// valid policy has no key and sends zeros; the launcher then checks who sent it.
+fn send(loaded: &Loaded, msg: &[u8]) {
+    let Some(loc) = loaded.locator else { return };
+    let key = match &loaded.policy {
+        Ok(view) => view.event_key(),
+        Err(_) => [0; egress_policy::wire::EVENT_KEY_LEN],
+    };
+    let header = egress_policy::event::header(&key);
+    let Some((fd, private)) = socket(&loc, loaded.level) else {
         return;
     };
-    let Some(sendto) = (unsafe {
-        // SAFETY: SendtoFn is sendto's C signature.
-        real::func::<real::SendtoFn>(&real::SENDTO)
+    let Some(sendmsg) = (unsafe {
+        // SAFETY: SendmsgFn is sendmsg's C signature.
+        real::func::<real::SendmsgFn>(&real::SENDMSG)
     }) else {
         return;
     };
-    // SAFETY: msg is valid for reads of its length; a datagram send of a stack buffer.
-    // MSG_NOSIGNAL: a gone launcher must not kill the program. Blocking when the launcher's
-    // queue is full is intended back-pressure.
-    unsafe {
-        sendto(
-            fd,
-            msg.as_ptr().cast(),
-            msg.len(),
-            libc::MSG_NOSIGNAL,
-            std::ptr::null(),
-            0,
-        )
-    };
+    let mut iov = [
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: msg.as_ptr() as *mut libc::c_void,
+            iov_len: msg.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = iov.as_mut_ptr();
+    hdr.msg_iovlen = iov.len() as _;
+    // SAFETY: hdr names two iovecs over buffers valid for reads of their lengths; one datagram
+    // on our connected socket. MSG_NOSIGNAL: a gone launcher must not kill the program.
+    // Blocking when the launcher's queue is full is intended back-pressure.
+    unsafe { sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) };
     if private {
         // A socket we opened for this send only (lost the race to publish it, or no high
         // number was free).
@@ -184,12 +197,14 @@ fn read_proc(path: &[u8], buf: &mut [u8]) -> usize {
 
 /// Tells the launcher that this process exists and whether it holds a policy.
 pub fn process_started(loaded: &Loaded) {
-    let Some(loc) = loaded.locator else { return };
+    if loaded.locator.is_none() {
+        return;
+    }
     let argv = crate::state::startup_argv();
     if argv.is_null() {
-        process_started_from_proc(&loc, loaded);
+        process_started_from_proc(loaded);
     } else {
-        process_started_from_argv(&loc, loaded, argv);
+        process_started_from_argv(loaded, argv);
     }
 }
 
@@ -197,19 +212,17 @@ pub fn process_started(loaded: &Loaded) {
 /// out of `process_started`, so that its buffers are not in the frame of a forked child's
 /// check-in.
 #[inline(never)]
-fn process_started_from_argv(loc: &Locator, loaded: &Loaded, argv: *const *const libc::c_char) {
+fn process_started_from_argv(loaded: &Loaded, argv: *const *const libc::c_char) {
     // A short record fits a small buffer, and a small stack frame spares the new process a
     // page fault or two (each costs microseconds here). Long command lines get the full size.
     let mut exe = [0u8; 1024];
     let mut small = [0u8; 2048];
     // SAFETY: the loader's argv, a NULL-terminated array of NUL-terminated strings, read at
     // the image's start before the program could change it.
-    if !send_process_record(loc, loaded, &mut small, &mut exe, unsafe {
-        c_strings(argv)
-    }) {
+    if !send_process_record(loaded, &mut small, &mut exe, unsafe { c_strings(argv) }) {
         let mut big = [0u8; 8192];
         // SAFETY: as above.
-        send_process_record(loc, loaded, &mut big, &mut exe, unsafe { c_strings(argv) });
+        send_process_record(loaded, &mut big, &mut exe, unsafe { c_strings(argv) });
     }
 }
 
@@ -243,9 +256,9 @@ pub fn forked() {
 /// constructor): the kernel's copy of the arguments.
 #[cold]
 #[inline(never)]
-fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
+fn process_started_from_proc(loaded: &Loaded) {
     if SCRATCH_BUSY.swap(true, Ordering::Acquire) {
-        process_started_without_argv(loc, loaded);
+        process_started_without_argv(loaded);
         return;
     }
     // SAFETY: SCRATCH_BUSY was false and is now ours (see ScratchCell).
@@ -255,7 +268,6 @@ fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
         .strip_suffix(b"\0")
         .unwrap_or(&scratch.cmdline[..cmd_len]);
     send_process_record(
-        loc,
         loaded,
         &mut scratch.out,
         &mut scratch.exe,
@@ -268,15 +280,14 @@ fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
 /// constructor): this one goes without its arguments, in a small frame of its own.
 #[cold]
 #[inline(never)]
-fn process_started_without_argv(loc: &Locator, loaded: &Loaded) {
+fn process_started_without_argv(loaded: &Loaded) {
     let (mut out, mut exe) = ([0u8; 512], [0u8; 256]);
-    send_process_record(loc, loaded, &mut out, &mut exe, [&b"..."[..]].into_iter());
+    send_process_record(loaded, &mut out, &mut exe, [&b"..."[..]].into_iter());
 }
 
 /// Formats this process's record into `out` and sends it. False, sending nothing, when the
 /// arguments would have been cut short and `out` is smaller than the largest record.
 fn send_process_record<'a>(
-    loc: &Locator,
     loaded: &Loaded,
     out: &mut [u8],
     exe: &mut [u8],
@@ -309,7 +320,7 @@ fn send_process_record<'a>(
     if w.truncated() {
         return full_size;
     }
-    send(loc, loaded.level, w.as_bytes());
+    send(loaded, w.as_bytes());
     true
 }
 
@@ -403,7 +414,9 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
     if outcome.noted(loaded.level, a.verdict) {
         return; // the dry pass of a nested check
     }
-    let Some(loc) = loaded.locator else { return };
+    if loaded.locator.is_none() {
+        return;
+    }
     let folded = match loaded.counters() {
         Some(counters) => fold::fold(counters, &key_of(loaded, a, &outcome)),
         None => Fold::Unfolded,
@@ -413,7 +426,7 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
         Fold::New { entry, slot } => Some((entry, slot)),
         Fold::Unfolded => None,
     };
-    send_attempt(&loc, loaded, a, slot, &outcome);
+    send_attempt(loaded, a, slot, &outcome);
 }
 
 /// The first attempt of its kind: format its line and send it. Kept out of `record` so that
@@ -421,7 +434,6 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
 #[cold]
 #[inline(never)]
 fn send_attempt(
-    loc: &Locator,
     loaded: &Loaded,
     a: &Attempt,
     slot: Option<(usize, u64)>,
@@ -478,7 +490,7 @@ fn send_attempt(
     }
     w.str("}");
     if !w.truncated() {
-        send(loc, loaded.level, w.as_bytes());
+        send(loaded, w.as_bytes());
     }
     if let Some((entry, slot)) = slot {
         // Only now may other attempts count into the slot: its line exists at the launcher.
@@ -530,7 +542,9 @@ pub unsafe fn unguarded(
     reason: &str,
     refused: bool,
 ) {
-    let Some(loc) = loaded.locator else { return };
+    if loaded.locator.is_none() {
+        return;
+    }
     if chain::now().dry() {
         return; // decided again, and recorded, in the recording pass
     }
@@ -563,6 +577,6 @@ pub unsafe fn unguarded(
         ",\"refused\":false}"
     });
     if !w.truncated() {
-        send(&loc, loaded.level, w.as_bytes());
+        send(loaded, w.as_bytes());
     }
 }
