@@ -303,9 +303,9 @@ impl EventSocket {
             collector.rejected += 1;
             return false;
         };
-        if !event::same_key(key, &self.key)
-            && !(key == [0; EVENT_KEY_LEN] && collector.in_tree(sender))
-        {
+        let member = event::same_key(key, &self.key)
+            || (key == [0; EVENT_KEY_LEN] && collector.in_tree(sender));
+        if !member {
             collector.rejected += 1;
             return false;
         }
