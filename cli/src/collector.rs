@@ -5,12 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::rc::Rc;
 
-use egress_policy::event;
+use egress_policy::event::{self, CHECKIN_ALIGN};
 use egress_policy::wire::EVENT_KEY_LEN;
 use egress_policy::{suggest_rule, Locator, Mode};
 use serde::Deserialize;
 
+use crate::handover::SharedCounters;
 use crate::report::{AttemptLine, ChainLevel, Journal, Line, ProcessLine};
 use crate::spawn::{self, Signals};
 use crate::Fatal;
@@ -99,6 +101,13 @@ pub struct Collector {
     written: Vec<u64>,
     /// Datagrams dropped: not framed as events, or without this run's event key.
     pub rejected: u64,
+    /// The shared counters and check-in area (none before `attach`).
+    shared: Option<Rc<SharedCounters>>,
+    /// Where the next check-in record to read is, and since when it is awaited.
+    checkin_at: u64,
+    stuck_since: Option<std::time::Instant>,
+    /// Whether the shared counters were added into the lines (at the end).
+    shared_added: bool,
     fold: HashMap<FoldKey, usize>,
     exes: HashMap<i32, String>,
     pub pids: HashSet<i32>,
@@ -125,6 +134,14 @@ pub struct EventSocket {
 /// appended to the report while the run goes on: what a `SIGKILL` of egress-run can lose of
 /// the counts at most (the lines themselves are written at once).
 const COUNT_EVERY_MS: u64 = 1000;
+
+/// How often the loop looks at the shared check-in area when nothing else wakes it: the most a
+/// `process` line of a process that attempts nothing is late.
+const SCAN_MS: libc::c_int = 50;
+
+/// A check-in record reserved but still unpublished after this long belongs to a writer that
+/// died between reserving and publishing: the reader skips it.
+const STUCK_MS: u128 = 1000;
 
 /// Larger than any event the library sends (its buffers are 8 KiB); a longer datagram would be
 /// cut short and counted as malformed.
@@ -192,7 +209,6 @@ impl EventSocket {
         collector: &mut Collector,
         signals: &Signals,
         child: libc::pid_t,
-        counts: &dyn Fn(u64) -> u64,
     ) -> libc::c_int {
         let mut buf = Vec::with_capacity(MAX_DATAGRAM);
         let mut batching = false;
@@ -214,10 +230,11 @@ impl EventSocket {
             // shared memory grow without a datagram: while some may, wake up to write them.
             let since = last_count.elapsed().as_millis() as u64;
             let count_due = COUNT_EVERY_MS.saturating_sub(since) as libc::c_int;
+            // Check-ins in the shared area do not wake us either: look every SCAN_MS.
             let (count, timeout) = match (batching, collector.counting()) {
                 (true, _) => (1, BATCH_MS),
-                (false, true) => (2, count_due),
-                (false, false) => (2, -1),
+                (false, true) => (2, count_due.min(SCAN_MS)),
+                (false, false) => (2, SCAN_MS),
             };
             // SAFETY: fds holds `count` valid pollfd entries.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
@@ -229,9 +246,10 @@ impl EventSocket {
                 }
             }
             let (got, _) = self.drain(collector, &mut buf, ROUND_MAX);
+            collector.scan_checkins(false);
             batching = got > 0 && got < NEARLY_FULL;
             if last_count.elapsed().as_millis() as u64 >= COUNT_EVERY_MS {
-                collector.write_counts(counts);
+                collector.write_counts();
                 last_count = std::time::Instant::now();
             }
         }
@@ -312,6 +330,8 @@ impl EventSocket {
         if collector.fold_raw(raw) {
             return false;
         }
+        // A process checks in (shared area) before it attempts anything: its line goes first.
+        collector.scan_checkins(false);
         match serde_json::from_slice::<Wire>(raw) {
             Ok(Wire::End { nonce }) if nonce == self.nonce => return true,
             Ok(Wire::End { .. }) => collector.malformed += 1,
@@ -344,6 +364,7 @@ impl EventSocket {
         // Without the marker, take what is queued now, bounded against a tree that keeps
         // sending.
         self.drain(collector, buf, if marked { usize::MAX } else { ROUND_MAX });
+        collector.scan_checkins(true);
     }
 }
 
@@ -374,6 +395,10 @@ impl Collector {
             journal,
             written: Vec::new(),
             rejected: 0,
+            shared: None,
+            checkin_at: CHECKIN_ALIGN,
+            stuck_since: None,
+            shared_added: false,
             fold: HashMap::new(),
             exes: HashMap::new(),
             pids: HashSet::new(),
@@ -416,14 +441,26 @@ impl Collector {
         !self.slots.is_empty()
     }
 
+    /// The run's shared counters and check-in area.
+    pub fn attach(&mut self, shared: Rc<SharedCounters>) {
+        self.shared = Some(shared);
+    }
+
+    fn shared_count(&self, slot: u64) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.get(slot))
+    }
+
     /// Appends, for each attempt line whose count grew since the file last said, a copy of the
     /// line whose `count` is the growth: the sum of `count` over identical lines is the total
-    /// (docs/report.md). `shared` reads a shared counter slot (the repeats a process folded).
-    pub fn write_counts(&mut self, shared: &dyn Fn(u64) -> u64) {
+    /// (docs/report.md). Repeats a process folded in shared memory count too, until
+    /// `add_shared_counts` moved them into the lines.
+    pub fn write_counts(&mut self) {
         let mut extra = vec![0u64; self.lines.len()];
-        for &(i, slot) in &self.slots {
-            if let Some(e) = extra.get_mut(i) {
-                *e += shared(slot);
+        if !self.shared_added {
+            for &(i, slot) in &self.slots {
+                if let Some(e) = extra.get_mut(i) {
+                    *e += self.shared_count(slot);
+                }
             }
         }
         for (i, line) in self.lines.iter().enumerate() {
@@ -438,6 +475,52 @@ impl Collector {
                 self.written[i] = total;
             }
         }
+    }
+
+    /// Reads the `process` records processes wrote into the shared check-in area since the
+    /// last look. `last`: the run is over, so a record still unpublished never will be.
+    pub fn scan_checkins(&mut self, last: bool) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let next = shared.checkin_next();
+        while self.checkin_at < next {
+            match shared.checkin_record(self.checkin_at) {
+                Some((body, span)) => {
+                    let body = body.to_vec();
+                    self.checkin_at += span;
+                    self.stuck_since = None;
+                    match serde_json::from_slice::<Wire>(&body) {
+                        Ok(event @ Wire::Process { .. }) => self.handle(event),
+                        _ => self.malformed += 1,
+                    }
+                }
+                None => {
+                    // Reserved, not yet published: its writer is between two instructions,
+                    // or died there. Skip it only when that is sure or has lasted.
+                    let since = *self.stuck_since.get_or_insert_with(std::time::Instant::now);
+                    if !last && since.elapsed().as_millis() < STUCK_MS {
+                        return;
+                    }
+                    self.malformed += 1;
+                    self.stuck_since = None;
+                    self.checkin_at = self.resync(&shared, next);
+                }
+            }
+        }
+    }
+
+    /// The next published record after an unpublished one at `checkin_at` (its length is
+    /// unknown): the first aligned word that is a header, or `next`.
+    fn resync(&self, shared: &SharedCounters, next: u64) -> u64 {
+        let mut at = self.checkin_at + CHECKIN_ALIGN;
+        while at < next {
+            if shared.checkin_record(at).is_some() {
+                return at;
+            }
+            at += CHECKIN_ALIGN;
+        }
+        next
     }
 
     /// Whether `pid` is a process of this run: one that checked in with the run's key, or a
@@ -658,10 +741,15 @@ impl Collector {
     }
 
     /// Adds the repeats counted in shared memory to their lines (after the last event).
-    pub fn add_shared_counts(&mut self, read: impl Fn(u64) -> u64) {
+    pub fn add_shared_counts(&mut self) {
+        if self.shared_added {
+            return;
+        }
+        self.shared_added = true;
         for &(i, slot) in &self.slots {
+            let n = self.shared_count(slot);
             if let Some(Line::Attempt(line)) = self.lines.get_mut(i) {
-                line.count += read(slot);
+                line.count += n;
             }
         }
     }

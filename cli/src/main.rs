@@ -222,11 +222,11 @@ fn run() -> Result<Exit, Fatal> {
             refuse,
         );
     }
-    let counts = |slot| sealed.counters.get(slot);
+    collector.attach(sealed.counters.clone());
     let mut death_signal = None;
     let command_status = match spawned {
         Ok(pid) => {
-            let status = events.run(&mut collector, &signals, pid, &counts);
+            let status = events.run(&mut collector, &signals, pid);
             if libc::WIFSIGNALED(status) {
                 death_signal = Some(libc::WTERMSIG(status));
             }
@@ -239,8 +239,8 @@ fn run() -> Result<Exit, Fatal> {
     };
 
     // The final fold: every count that grew since the file last said.
-    collector.add_shared_counts(counts);
-    collector.write_counts(&|_| 0);
+    collector.add_shared_counts();
+    collector.write_counts();
     let program = config.command[0].to_string_lossy().into_owned();
     // Coverage record: only a check-in proves COMMAND was guarded. One that never checked in
     // (its loader ignored or rejected the library: an unrecognised loader, a broken install)

@@ -320,7 +320,12 @@ fn send_process_record<'a>(
     if w.truncated() {
         return full_size;
     }
-    send(loaded, w.as_bytes());
+    // Into the shared check-in area when there is one (no system call, and the launcher
+    // need not wake up for it); else as a datagram.
+    let written = loaded.counters().is_some_and(|c| c.check_in(w.as_bytes()));
+    if !written {
+        send(loaded, w.as_bytes());
+    }
     true
 }
 

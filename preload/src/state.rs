@@ -23,6 +23,9 @@ const READY: u8 = 2;
 pub struct CounterMap {
     base: usize,
     slots: u64,
+    /// The check-in area after the slots (`egress_policy::event::CHECKIN_LEN` bytes), or 0
+    /// when the launcher made none.
+    checkin: usize,
 }
 
 impl CounterMap {
@@ -42,6 +45,34 @@ impl CounterMap {
         if slot > 0 && slot < self.slots {
             self.slot(slot).fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes `body` (a `process` record) into the check-in area; false when there is no
+    /// area or no room left in it (then it is sent as a datagram).
+    pub fn check_in(&self, body: &[u8]) -> bool {
+        use egress_policy::event::{checkin_span, CHECKIN_LEN, CHECKIN_MAGIC};
+        if self.checkin == 0 || body.len() > u32::MAX as usize {
+            return false;
+        }
+        // SAFETY: the area starts 64-aligned (a page boundary) and is CHECKIN_LEN bytes,
+        // shared and never unmapped; its first word is the launcher's `next` offset, updated
+        // only atomically.
+        let next = unsafe { &*(self.checkin as *const AtomicU64) };
+        let span = checkin_span(body.len());
+        let at = next.fetch_add(span, Ordering::AcqRel);
+        if at < egress_policy::event::CHECKIN_ALIGN || at.saturating_add(span) > CHECKIN_LEN {
+            return false; // full (or never set up by the launcher)
+        }
+        let record = self.checkin + at as usize;
+        // SAFETY: [record, record + span) lies in the area (checked above) and was reserved
+        // for us alone by the atomic add; the body goes after the 8-byte header, which is
+        // 8-aligned (records are 64-aligned) and published last, with release ordering.
+        unsafe {
+            std::ptr::copy_nonoverlapping(body.as_ptr(), (record + 8) as *mut u8, body.len());
+            (*(record as *const AtomicU64))
+                .store(CHECKIN_MAGIC | (body.len() as u64) << 32, Ordering::Release);
+        }
+        true
     }
 }
 
@@ -86,6 +117,7 @@ impl Loaded {
                 return Some(CounterMap {
                     base: base.load(Ordering::Relaxed),
                     slots: slots.load(Ordering::Relaxed),
+                    checkin: COUNTERS_CHECKIN[self.level].load(Ordering::Relaxed),
                 })
             }
             UNTRIED => {}
@@ -107,6 +139,7 @@ impl Loaded {
         };
         base.store(map.base, Ordering::Relaxed);
         slots.store(map.slots, Ordering::Relaxed);
+        COUNTERS_CHECKIN[self.level].store(map.checkin, Ordering::Relaxed);
         state.store(MAPPED, Ordering::Release);
         Some(map)
     }
@@ -122,6 +155,7 @@ const FAILED: u8 = 3;
 static COUNTERS_STATE: [AtomicU8; MAX_LEVELS] = [const { AtomicU8::new(UNTRIED) }; MAX_LEVELS];
 static COUNTERS_BASE: [AtomicUsize; MAX_LEVELS] = [const { AtomicUsize::new(0) }; MAX_LEVELS];
 static COUNTERS_SLOTS: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
+static COUNTERS_CHECKIN: [AtomicUsize; MAX_LEVELS] = [const { AtomicUsize::new(0) }; MAX_LEVELS];
 
 /// Every level's state, innermost first, and how many there are.
 struct Levels {
@@ -456,10 +490,18 @@ fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> 
         if !stat_ok || st.st_ino != c.ino || st.st_dev != loc.dev {
             return None;
         }
-        let len = usize::try_from(c.slots.checked_mul(8)?).ok()?;
-        if (st.st_size as u64) < len as u64 {
+        let slots_len = usize::try_from(c.slots.checked_mul(8)?).ok()?;
+        if (st.st_size as u64) < slots_len as u64 {
             return None;
         }
+        // The check-in area follows the slots when the launcher made the file that long.
+        let with_area = slots_len as u64 + egress_policy::event::CHECKIN_LEN;
+        let has_area = st.st_size as u64 >= with_area;
+        let len = if has_area {
+            usize::try_from(with_area).ok()?
+        } else {
+            slots_len
+        };
         // SAFETY: mapping the verified counters memfd, shared and read-write, checked below.
         let p = unsafe {
             libc::mmap(
@@ -474,6 +516,7 @@ fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> 
         (p != libc::MAP_FAILED).then_some(CounterMap {
             base: p as usize,
             slots: c.slots,
+            checkin: if has_area { p as usize + slots_len } else { 0 },
         })
     };
     try_map(c.fd).or_else(|| {

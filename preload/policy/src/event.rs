@@ -9,6 +9,34 @@
 
 use crate::wire::EVENT_KEY_LEN;
 
+/// The check-in area: where a process with the run's counters writes its `process` record
+/// instead of sending it (no system call, no launcher wake-up). It follows the counter slots
+/// in the counters memfd (at `slots * 8`) and is this long:
+///
+/// ```text
+/// area    next:u64 (byte offset of the next free record; starts at CHECKIN_ALIGN)  pad to 64
+/// record  at a multiple of CHECKIN_ALIGN: header:u64  body (one JSON object, UTF-8)  zero pad
+///         header = CHECKIN_MAGIC | body_len << 32, stored (release) after the body; 0 until then
+/// ```
+/// A writer reserves `span(len)` bytes with one atomic add on `next`; when the area is full
+/// the record goes as a datagram instead. A body is valid UTF-8, which never holds the bytes
+/// 0xFF 0xFE, so a header can be told from body bytes when a reader resynchronises after a
+/// writer that died between reserving and publishing.
+pub const CHECKIN_LEN: u64 = 8 << 20;
+pub const CHECKIN_ALIGN: u64 = 64;
+/// Low 32 bits of a published record header (bytes FF FE 'C' 'I').
+pub const CHECKIN_MAGIC: u64 = 0x4943_feff;
+
+/// The bytes a record with a body of `len` bytes takes, header and padding included.
+pub const fn checkin_span(len: usize) -> u64 {
+    (8 + len as u64).div_ceil(CHECKIN_ALIGN) * CHECKIN_ALIGN
+}
+
+/// The body length a published header announces; None for an unpublished or foreign word.
+pub fn checkin_body_len(header: u64) -> Option<usize> {
+    (header & 0xffff_ffff == CHECKIN_MAGIC).then_some((header >> 32) as usize)
+}
+
 /// The framing's magic and version: bumped when the framing or the body's meaning changes.
 pub const MAGIC: [u8; 4] = *b"EGEV";
 pub const VERSION: u8 = 1;
@@ -47,6 +75,18 @@ pub fn same_key(a: &[u8], b: &[u8; EVENT_KEY_LEN]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkin_spans_are_aligned_and_hold_their_record() {
+        for len in [0, 1, 55, 56, 57, 1000] {
+            let span = checkin_span(len);
+            assert_eq!(span % CHECKIN_ALIGN, 0);
+            assert!(span >= 8 + len as u64 && span < 8 + len as u64 + CHECKIN_ALIGN);
+        }
+        assert_eq!(checkin_body_len(CHECKIN_MAGIC | 300 << 32), Some(300));
+        assert_eq!(checkin_body_len(0), None);
+        assert_eq!(checkin_body_len(u64::from_le_bytes(*b"{\"type\":")), None);
+    }
 
     #[test]
     fn header_round_trips() {
