@@ -99,7 +99,7 @@ impl SharedCounters {
 
     /// The body of the record at `at` if it is published: (body, span).
     pub fn checkin_record(&self, at: u64) -> Option<(&[u8], u64)> {
-        if at % CHECKIN_ALIGN != 0 || at < CHECKIN_ALIGN || at + 8 > CHECKIN_LEN {
+        if !at.is_multiple_of(CHECKIN_ALIGN) || at < CHECKIN_ALIGN || at + 8 > CHECKIN_LEN {
             return None;
         }
         // SAFETY: an 8-aligned word inside the area; processes store it atomically.
