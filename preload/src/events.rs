@@ -410,28 +410,29 @@ fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
 }
 
 /// Records one attempt. Called before the attempt proceeds or is refused. A repeat of an
-/// attempt already sent from this process is only counted, in shared memory.
-pub fn record(loaded: &Loaded, a: &Attempt) {
+/// attempt already sent from this process is only counted, in shared memory. Returns the
+/// shared counter that counts this attempt's repeats, when there is one.
+pub fn record(loaded: &Loaded, a: &Attempt) -> Option<&'static AtomicU64> {
     if a.verdict == Verdict::PassThrough {
-        return;
+        return None;
     }
     let outcome = chain::now();
     if outcome.noted(loaded.level, a.verdict) {
-        return; // the dry pass of a nested check
+        return None; // the dry pass of a nested check
     }
-    if loaded.locator.is_none() {
-        return;
-    }
-    let folded = match loaded.counters() {
+    loaded.locator?;
+    let counters = loaded.counters();
+    let folded = match counters {
         Some(counters) => fold::fold(counters, &key_of(loaded, a, &outcome)),
         None => Fold::Unfolded,
     };
     let slot = match folded {
-        Fold::Counted => return,
+        Fold::Counted(slot) => return counters?.counter(slot),
         Fold::New { entry, slot } => Some((entry, slot)),
         Fold::Unfolded => None,
     };
     send_attempt(loaded, a, slot, &outcome);
+    counters?.counter(slot?.1)
 }
 
 /// The first attempt of its kind: format its line and send it. Kept out of `record` so that

@@ -25,6 +25,7 @@ mod names;
 mod real;
 mod route;
 mod scratch;
+mod send_cache;
 mod sock;
 mod state;
 mod verdict;

@@ -41,6 +41,11 @@ impl CounterMap {
         (slot < self.slots).then_some(slot)
     }
 
+    /// The shared counter of `slot`, for a caller that will count into it directly.
+    pub fn counter(&self, slot: u64) -> Option<&'static AtomicU64> {
+        (slot > 0 && slot < self.slots).then(|| self.slot(slot))
+    }
+
     pub fn add(&self, slot: u64) {
         if slot > 0 && slot < self.slots {
             self.slot(slot).fetch_add(1, Ordering::Relaxed);
@@ -364,6 +369,8 @@ fn register_fork_handler() {
     extern "C" fn child_after_fork() {
         // The parent's folded attempts are the parent's: this process starts its own lines.
         crate::fold::reset();
+        // And its sends are its own: no thread may count into the parent's slots.
+        crate::send_cache::invalidate();
         events::forked();
         crate::guard::with_guard(
             || (),

@@ -15,6 +15,7 @@ use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::route;
+use crate::send_cache;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
 use crate::verdict::{fault, refused_call, Action, DenyReason, Verdict};
@@ -46,6 +47,7 @@ pub(crate) fn decide_send(
     // ignored unless it opens the connection) is confirmed by the kernel, and so is whether
     // it is a raw socket that builds its own IP header (a raw socket opened for TCP or UDP
     // reads as that protocol): then the header's destination decides.
+    let from_table = matches!(fd_kinds::kind(fd), Some((libc::SOCK_DGRAM, _)));
     let (ty, proto) = match fd_kinds::kind(fd) {
         Some(kind @ (libc::SOCK_DGRAM, _)) => kind,
         _ => match sock::socket_kind(fd) {
@@ -74,7 +76,32 @@ pub(crate) fn decide_send(
         None if port == 53 => dnsmsg::question_name(payload, &mut qname).map(|n| &qname[..n]),
         h => h,
     };
-    record_send(loaded, call, proto, dest, host, verdict)
+    let Dest::Inet { ip, .. } = dest else {
+        return Action::Proceed;
+    };
+    let counter = events::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Send,
+            call,
+            proto: Some(proto),
+            dest: Some((ip, port)),
+            host,
+            verdict,
+        },
+    );
+    // What the next identical send of this thread may skip to (send_cache.rs): a datagram
+    // socket the table knows, no DNS question in the line, one level, allowed.
+    if let Some(counter) = counter {
+        if from_table
+            && port != 53
+            && matches!(verdict, Verdict::Allow { .. })
+            && crate::state::levels().len() == 1
+        {
+            send_cache::note(counter);
+        }
+    }
+    action_for(loaded, verdict)
 }
 
 /// A send on a raw socket that builds its own IP header: decided by the header's destination
@@ -280,18 +307,31 @@ pub unsafe extern "C" fn sendto(
     if sock::unreadable(addr, addrlen) {
         return fault::<i8>() as ssize_t;
     }
+    // SAFETY: forwarding the caller's arguments to the real sendto.
+    let forward = || match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
+        None => refused_call::<i8>(deny_as()) as ssize_t,
+    };
+    // A repeat of this thread's last allowed send: count it where the full path would.
+    // SAFETY: `addrlen` readable bytes at `addr` (checked plausible above), or null.
+    if let Some(counter) = unsafe { send_cache::hit(fd, flags, addr, addrlen) } {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return forward();
+    }
+    let epoch = send_cache::epoch();
+    send_cache::clear_note();
     // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
     let dest = unsafe { sock::read(addr, addrlen) };
     // SAFETY: the caller's buffer of `len` bytes.
     let payload = unsafe { bytes(buf, len) };
     match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto", payload)) {
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
-        // SAFETY: forwarding the caller's arguments to the real sendto.
-        Action::Proceed => match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
-            // SAFETY: as above.
-            Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
-            None => refused_call::<i8>(deny_as()) as ssize_t,
-        },
+        Action::Proceed => {
+            // SAFETY: as for `hit`.
+            unsafe { send_cache::remember(fd, flags, addr, addrlen, epoch) };
+            forward()
+        }
     }
 }
 
