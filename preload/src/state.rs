@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, 
 
 use egress_policy::{DenyAs, Locator, Mode, PolicyView, CHAIN_SEP, MAX_LEVELS, POLICY_ENV};
 
-use crate::{events, real};
+use crate::{channel, real};
 
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
@@ -345,7 +345,7 @@ pub fn ensure_init() -> &'static Loaded {
                 load(unsafe { &mut *SLOT.0.get() });
                 STATE.store(READY, Ordering::Release);
                 for loaded in levels() {
-                    events::process_started(loaded);
+                    channel::process_started(loaded);
                 }
                 register_fork_handler();
                 return &levels()[0];
@@ -368,16 +368,13 @@ pub fn ensure_init() -> &'static Loaded {
 fn register_fork_handler() {
     extern "C" fn child_after_fork() {
         // The parent's folded attempts are the parent's: this process starts its own lines.
-        crate::fold::reset();
-        // And its sends are its own: no thread may count into the parent's slots.
-        crate::send_cache::invalidate();
-        events::forked();
+        channel::forked();
         crate::guard::with_guard(
             || (),
             || {
                 if current().is_some() {
                     for loaded in levels() {
-                        events::process_started(loaded);
+                        channel::process_started(loaded);
                     }
                 }
             },

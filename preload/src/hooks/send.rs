@@ -8,14 +8,14 @@ use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, 
 use super::connect::decide_connect;
 use super::sockopt::decide_route;
 use super::{action_for, check, check_with};
+use crate::channel::repeat;
+use crate::channel::{self, Attempt, Kind};
 use crate::decide;
 use crate::dns_sockets;
 use crate::dnsmsg;
-use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::route;
-use crate::send_cache;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
 use crate::verdict::{fault, refused_call, Action, DenyReason, Verdict};
@@ -79,7 +79,7 @@ pub(crate) fn decide_send(
     let Dest::Inet { ip, .. } = dest else {
         return Action::Proceed;
     };
-    let counter = events::record(
+    let counter = channel::record(
         loaded,
         &Attempt {
             kind: Kind::Send,
@@ -90,7 +90,7 @@ pub(crate) fn decide_send(
             verdict,
         },
     );
-    // What the next identical send of this thread may skip to (send_cache.rs): a datagram
+    // What the next identical send of this thread may skip to (channel/repeat.rs): a datagram
     // socket the table knows, no DNS question in the line, one level, allowed.
     if let Some(counter) = counter {
         if from_table
@@ -98,7 +98,7 @@ pub(crate) fn decide_send(
             && matches!(verdict, Verdict::Allow { .. })
             && crate::state::levels().len() == 1
         {
-            send_cache::note(counter);
+            repeat::note(counter);
         }
     }
     action_for(loaded, verdict)
@@ -146,7 +146,7 @@ fn record_send(
     let Dest::Inet { ip, port } = dest else {
         return Action::Proceed;
     };
-    events::record(
+    channel::record(
         loaded,
         &Attempt {
             kind: Kind::Send,
@@ -315,12 +315,12 @@ pub unsafe extern "C" fn sendto(
     };
     // A repeat of this thread's last allowed send: count it where the full path would.
     // SAFETY: `addrlen` readable bytes at `addr` (checked plausible above), or null.
-    if let Some(counter) = unsafe { send_cache::hit(fd, flags, addr, addrlen) } {
+    if let Some(counter) = unsafe { repeat::hit(fd, flags, addr, addrlen) } {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return forward();
     }
-    let epoch = send_cache::epoch();
-    send_cache::clear_note();
+    let epoch = repeat::epoch();
+    repeat::clear_note();
     // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
     let dest = unsafe { sock::read(addr, addrlen) };
     // SAFETY: the caller's buffer of `len` bytes.
@@ -329,7 +329,7 @@ pub unsafe extern "C" fn sendto(
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
         Action::Proceed => {
             // SAFETY: as for `hit`.
-            unsafe { send_cache::remember(fd, flags, addr, addrlen, epoch) };
+            unsafe { repeat::remember(fd, flags, addr, addrlen, epoch) };
             forward()
         }
     }
