@@ -758,3 +758,62 @@ impl Collector {
         self.mode
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_report(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("egress-run-{}-{name}.jsonl", std::process::id()))
+    }
+
+    fn lines_of(path: &std::path::Path) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.ends_with('\n'));
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    const SEND: &str = r#"{"type":"send","pid":7,"call":"sendto","proto":"udp","addr":"127.0.0.1","port":9,"host":null,"decision":"deny","rule":null,"reason":"no rule allows it","enforced":true}"#;
+
+    #[test]
+    fn lines_are_written_as_they_come_and_growth_follows_as_repeat_lines() {
+        let path = temp_report("journal");
+        let journal = Journal::create(&path).unwrap();
+        let mut c = Collector::new(Mode::Block, vec![], true, journal);
+        let process = r#"{"type":"process","pid":7,"ppid":1,"exe":"/bin/x","argv":["x"]}"#;
+        c.handle(serde_json::from_str(process).unwrap());
+        c.handle(serde_json::from_str(SEND).unwrap());
+        // Both lines are in the file at once.
+        let now = lines_of(&path);
+        assert_eq!(now.len(), 2);
+        assert_eq!(now[1]["count"], 1);
+        // Two identical datagrams more: nothing new until the counts are written.
+        c.handle(serde_json::from_str(SEND).unwrap());
+        c.handle(serde_json::from_str(SEND).unwrap());
+        assert_eq!(lines_of(&path).len(), 2);
+        c.write_counts();
+        c.write_counts(); // nothing grew since: no line
+        let after = lines_of(&path);
+        assert_eq!(after.len(), 3);
+        assert_eq!(after[2]["count"], 2);
+        assert_eq!(after[2]["port"], 9);
+        let total: u64 = after
+            .iter()
+            .filter(|l| l["type"] == "send")
+            .map(|l| l["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 3);
+        c.into_journal().finish().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn parent_of_reads_proc() {
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        assert_eq!(parent_of(std::process::id() as i32), Some(ppid));
+        assert_eq!(parent_of(-5), None);
+    }
+}
