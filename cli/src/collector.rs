@@ -132,8 +132,11 @@ pub struct EventSocket {
 
 /// How often counts that grew (repeats folded in shared memory or in the launcher) are
 /// appended to the report while the run goes on: what a `SIGKILL` of egress-run can lose of
-/// the counts at most (the lines themselves are written at once).
-const COUNT_EVERY_MS: u64 = 1000;
+/// the counts at most (the lines themselves are written at once). The first time after a
+/// second; each time counts did grow, the wait doubles, up to half a minute, so that a long
+/// run of repeats (a million datagrams) makes a few repeat lines, not one a second.
+const COUNT_FIRST_MS: u64 = 1000;
+const COUNT_MAX_MS: u64 = 30_000;
 
 /// How often the loop looks at the shared check-in area when nothing else wakes it: the most a
 /// `process` line of a process that attempts nothing is late.
@@ -213,6 +216,7 @@ impl EventSocket {
         let mut buf = Vec::with_capacity(MAX_DATAGRAM);
         let mut batching = false;
         let mut last_count = std::time::Instant::now();
+        let mut count_every = COUNT_FIRST_MS;
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -229,7 +233,7 @@ impl EventSocket {
             // While batching, only COMMAND's exit or a signal ends the wait early. Counts in
             // shared memory grow without a datagram: while some may, wake up to write them.
             let since = last_count.elapsed().as_millis() as u64;
-            let count_due = COUNT_EVERY_MS.saturating_sub(since) as libc::c_int;
+            let count_due = count_every.saturating_sub(since) as libc::c_int;
             // Check-ins in the shared area do not wake us either: look every SCAN_MS.
             let (count, timeout) = match (batching, collector.counting()) {
                 (true, _) => (1, BATCH_MS),
@@ -248,8 +252,10 @@ impl EventSocket {
             let (got, _) = self.drain(collector, &mut buf, ROUND_MAX);
             collector.scan_checkins(false);
             batching = got > 0 && got < NEARLY_FULL;
-            if last_count.elapsed().as_millis() as u64 >= COUNT_EVERY_MS {
-                collector.write_counts();
+            if last_count.elapsed().as_millis() as u64 >= count_every {
+                if collector.write_counts() {
+                    count_every = (count_every * 2).min(COUNT_MAX_MS);
+                }
                 last_count = std::time::Instant::now();
             }
         }
@@ -454,7 +460,8 @@ impl Collector {
     /// line whose `count` is the growth: the sum of `count` over identical lines is the total
     /// (docs/report.md). Repeats a process folded in shared memory count too, until
     /// `add_shared_counts` moved them into the lines.
-    pub fn write_counts(&mut self) {
+    pub fn write_counts(&mut self) -> bool {
+        let mut wrote = false;
         let mut extra = vec![0u64; self.lines.len()];
         if !self.shared_added {
             for &(i, slot) in &self.slots {
@@ -473,8 +480,10 @@ impl Collector {
                 };
                 self.journal.line(&more);
                 self.written[i] = total;
+                wrote = true;
             }
         }
+        wrote
     }
 
     /// Reads the `process` records processes wrote into the shared check-in area since the
@@ -793,8 +802,8 @@ mod tests {
         c.handle(serde_json::from_str(SEND).unwrap());
         c.handle(serde_json::from_str(SEND).unwrap());
         assert_eq!(lines_of(&path).len(), 2);
-        c.write_counts();
-        c.write_counts(); // nothing grew since: no line
+        assert!(c.write_counts());
+        assert!(!c.write_counts()); // nothing grew since: no line
         let after = lines_of(&path);
         assert_eq!(after.len(), 3);
         assert_eq!(after[2]["count"], 2);

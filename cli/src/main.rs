@@ -240,7 +240,7 @@ fn run() -> Result<Exit, Fatal> {
 
     // The final fold: every count that grew since the file last said.
     collector.add_shared_counts();
-    collector.write_counts();
+    let _ = collector.write_counts();
     let program = config.command[0].to_string_lossy().into_owned();
     // Coverage record: only a check-in proves COMMAND was guarded. One that never checked in
     // (its loader ignored or rejected the library: an unrecognised loader, a broken install)
