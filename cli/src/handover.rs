@@ -9,8 +9,12 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED};
+use egress_policy::wire::{encode_full, Counters, Settings, EVENT_KEY_LEN, FLAG_ALLOW_UNGUARDED};
 use egress_policy::{DenyAs, Locator, Mode, Rule, GUARD_FD_BASE, GUARD_FD_BELOW_LIMIT};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use egress_policy::event::{checkin_body_len, checkin_span, CHECKIN_ALIGN, CHECKIN_LEN};
 
 use crate::Fatal;
 
@@ -21,7 +25,9 @@ pub const LIBRARY_NAME: &str = "libegress_preload.so";
 pub struct SealedPolicy {
     _fd: OwnedFd,
     pub locator: Locator,
-    pub counters: SharedCounters,
+    pub counters: std::rc::Rc<SharedCounters>,
+    /// The run's event key: only holders of this policy can write events (docs/threat-model.md).
+    pub event_key: [u8; EVENT_KEY_LEN],
 }
 
 /// 8-byte slots of the shared counters: sparse, so only the pages processes touch use memory.
@@ -30,7 +36,7 @@ const COUNTER_SLOTS: u64 = 1 << 20;
 /// The launcher's mapping of the shared attempt counters (slot 0: next free slot).
 pub struct SharedCounters {
     _fd: OwnedFd,
-    map: *const std::sync::atomic::AtomicU64,
+    map: *const AtomicU64,
     slots: u64,
     fd: i32,
     ino: u64,
@@ -45,7 +51,9 @@ impl SharedCounters {
         }
         // SAFETY: a fresh descriptor we own.
         let fd = park(unsafe { OwnedFd::from_raw_fd(raw) });
-        let len = COUNTER_SLOTS * 8;
+        // The slots, then the check-in area (egress_policy::event). Sparse: only pages that
+        // processes touch use memory.
+        let len = COUNTER_SLOTS * 8 + CHECKIN_LEN;
         // SAFETY: ftruncate on our memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -65,6 +73,9 @@ impl SharedCounters {
             return Err(std::io::Error::last_os_error());
         }
         let ino = File::from(fd.try_clone()?).metadata()?.ino();
+        let area = (map as usize + (COUNTER_SLOTS * 8) as usize) as *const AtomicU64;
+        // SAFETY: the area's first word, in our fresh mapping; no process exists yet to race.
+        unsafe { (*area).store(CHECKIN_ALIGN, Ordering::Release) };
         Ok(SharedCounters {
             map: map.cast(),
             slots: COUNTER_SLOTS,
@@ -74,6 +85,39 @@ impl SharedCounters {
         })
     }
 
+    /// Where the next check-in record will go (the area's `next` word), within the area.
+    pub fn checkin_next(&self) -> u64 {
+        // SAFETY: the area's first word; the mapping lives as long as self.
+        let next = unsafe { (*self.checkin_word(0)).load(Ordering::Acquire) };
+        next.min(CHECKIN_LEN)
+    }
+
+    /// The header word of the check-in record at byte offset `at` (8-aligned, in the area).
+    fn checkin_word(&self, at: u64) -> *const AtomicU64 {
+        (self.map as usize + (self.slots * 8 + at) as usize) as *const AtomicU64
+    }
+
+    /// The body of the record at `at` if it is published: (body, span).
+    pub fn checkin_record(&self, at: u64) -> Option<(&[u8], u64)> {
+        if !at.is_multiple_of(CHECKIN_ALIGN) || at < CHECKIN_ALIGN || at + 8 > CHECKIN_LEN {
+            return None;
+        }
+        // SAFETY: an 8-aligned word inside the area; processes store it atomically.
+        let header = unsafe { (*self.checkin_word(at)).load(Ordering::Acquire) };
+        let len = checkin_body_len(header)?;
+        let span = checkin_span(len);
+        if at + span > CHECKIN_LEN {
+            return None;
+        }
+        let start = self.map as usize + (self.slots * 8 + at + 8) as usize;
+        // SAFETY: the body lies inside the area (checked), and was written before its header
+        // was published (release/acquire above); nobody writes it again.
+        Some((
+            unsafe { std::slice::from_raw_parts(start as *const u8, len) },
+            span,
+        ))
+    }
+
     /// Attempts counted in `slot` beyond the event that allocated it.
     pub fn get(&self, slot: u64) -> u64 {
         if slot == 0 || slot >= self.slots {
@@ -81,7 +125,7 @@ impl SharedCounters {
         }
         // SAFETY: slot is within the mapping, which lives as long as self; AtomicU64 has the
         // layout of u64 and the guarded processes update it atomically.
-        unsafe { (*self.map.add(slot as usize)).load(std::sync::atomic::Ordering::Acquire) }
+        unsafe { (*self.map.add(slot as usize)).load(Ordering::Acquire) }
     }
 }
 
@@ -103,6 +147,7 @@ pub fn seal_policy(
         0
     };
     let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
+    let event_key = new_event_key()?;
     let settings = Settings {
         mode,
         deny_as,
@@ -112,6 +157,7 @@ pub fn seal_policy(
             ino: counters.ino,
             slots: counters.slots,
         }),
+        event_key,
     };
     let bytes = encode_full(settings, std::process::id(), rules);
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
@@ -137,8 +183,35 @@ pub fn seal_policy(
             ino: meta.ino(),
         },
         _fd: fd,
-        counters,
+        counters: std::rc::Rc::new(counters),
+        event_key,
     })
+}
+
+/// 16 random bytes from the kernel, never all zero (zero means "no key").
+fn new_event_key() -> Result<[u8; EVENT_KEY_LEN], Fatal> {
+    let mut key = [0u8; EVENT_KEY_LEN];
+    let mut filled = 0;
+    while filled < key.len() || key == [0; EVENT_KEY_LEN] {
+        if filled == key.len() {
+            filled = 0;
+        }
+        // SAFETY: getrandom writes at most the remaining length into key.
+        let n =
+            unsafe { libc::getrandom(key[filled..].as_mut_ptr().cast(), key.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Fatal::new(
+                format!("cannot draw the run's event key ({e})"),
+                "egress-run needs getrandom(2) (Linux 3.17+)",
+            ));
+        }
+        filled += n as usize;
+    }
+    Ok(key)
 }
 
 /// Moves an inheritable descriptor to the guard's high numbers (`GUARD_FD_BASE`, or just below

@@ -17,7 +17,6 @@ mod spawn;
 mod unguarded;
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::ErrorKind;
 use std::time::{Instant, SystemTime};
 
@@ -119,14 +118,14 @@ fn run() -> Result<Exit, Fatal> {
     let raw: Vec<OsString> = std::env::args_os().collect();
     let config = args::parse(raw)?;
     let library = handover::find_library()?;
-    let report_file = match &config.report {
-        Some(path) => Some(File::create(path).map_err(|e| {
+    let journal = match &config.report {
+        Some(path) => report::Journal::create(path).map_err(|e| {
             Fatal::new(
                 format!("cannot write the report {}: {e}", path.display()),
                 "choose a writable --report path",
             )
-        })?),
-        None => None,
+        })?,
+        None => report::Journal::none(),
     };
     let sealed = handover::seal_policy(
         config.mode,
@@ -134,7 +133,7 @@ fn run() -> Result<Exit, Fatal> {
         &config.rules,
         config.allow_unguarded,
     )?;
-    let events = EventSocket::bind(&sealed.locator)?;
+    let events = EventSocket::bind(&sealed.locator, sealed.event_key)?;
     let signals = Signals::block()?;
     // After the signals are blocked: its thread inherits the mask and never takes one.
     let _policy_service = policy_service::start(&sealed.locator);
@@ -142,7 +141,12 @@ fn run() -> Result<Exit, Fatal> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let rule_texts: Vec<String> = config.rules.iter().map(|r| r.text.clone()).collect();
-    let mut collector = Collector::new(config.mode, rule_texts.clone(), config.quiet);
+    let mut collector = Collector::new(config.mode, rule_texts.clone(), config.quiet, journal);
+    let command_argv: Vec<String> = config
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
 
     // A program the library cannot enter is found before it runs (CONTRACT "Unguarded
     // programs"): refused in block mode unless --allow-unguarded, else run and reported.
@@ -161,6 +165,19 @@ fn run() -> Result<Exit, Fatal> {
     // and the guard library already in LD_PRELOAD serves every level.
     let outer_chain = std::env::var_os(POLICY_ENV).filter(|v| !v.is_empty());
     let nested_in = handover::chain_launchers(outer_chain.as_deref());
+    // The report is written as the run goes (docs/report.md): the run line first, now.
+    collector.write_line(&report::RunLine {
+        kind: "run",
+        version: 1,
+        mode: config.mode.as_str(),
+        deny_as: config.deny_as.as_str(),
+        rules: &rule_texts,
+        argv: command_argv.clone(),
+        started: humantime::format_rfc3339_millis(started).to_string(),
+        egress_run: env!("CARGO_PKG_VERSION"),
+        launcher_pid: std::process::id(),
+        nested_in,
+    });
     let preloaded = outer_chain.is_some() && handover::has_guard(user_preload.as_deref());
     let preload = match &unguarded {
         // Its loader would fail on our library: it runs without it (and so do the programs
@@ -191,10 +208,27 @@ fn run() -> Result<Exit, Fatal> {
         ])
         .and_then(|env| spawn::spawn(&config.command, &env))
     };
+    if let Ok(pid) = &spawned {
+        child_pid = *pid;
+    }
+    if let Some((path, why)) = &unguarded {
+        // Its process line goes first: nothing of it can have checked in before.
+        collector.unguarded(
+            if refuse { 0 } else { child_pid },
+            std::process::id() as i32,
+            path.canonicalize()
+                .unwrap_or_else(|_| path.clone())
+                .to_string_lossy()
+                .into_owned(),
+            command_argv.clone(),
+            why.to_string(),
+            refuse,
+        );
+    }
+    collector.attach(sealed.counters.clone());
     let mut death_signal = None;
     let command_status = match spawned {
         Ok(pid) => {
-            child_pid = pid;
             let status = events.run(&mut collector, &signals, pid);
             if libc::WIFSIGNALED(status) {
                 death_signal = Some(libc::WTERMSIG(status));
@@ -207,28 +241,10 @@ fn run() -> Result<Exit, Fatal> {
         }
     };
 
-    collector.add_shared_counts(|slot| sealed.counters.get(slot));
+    // The final fold: every count that grew since the file last said.
+    collector.add_shared_counts();
+    let _ = collector.write_counts();
     let program = config.command[0].to_string_lossy().into_owned();
-    if let Some((path, why)) = &unguarded {
-        // Its process line goes first: nothing of it can have checked in before.
-        let line = std::mem::take(&mut collector.lines);
-        collector.unguarded(
-            if refuse { 0 } else { child_pid },
-            std::process::id() as i32,
-            path.canonicalize()
-                .unwrap_or_else(|_| path.clone())
-                .to_string_lossy()
-                .into_owned(),
-            config
-                .command
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            why.to_string(),
-            refuse,
-        );
-        collector.lines.extend(line);
-    }
     // Coverage record: only a check-in proves COMMAND was guarded. One that never checked in
     // (its loader ignored or rejected the library: an unrecognised loader, a broken install)
     // ran unguarded, whatever the detection above said.
@@ -248,11 +264,7 @@ fn run() -> Result<Exit, Fatal> {
             child_pid,
             std::process::id() as i32,
             exe,
-            config
-                .command
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
+            command_argv.clone(),
             "never checked in: the guard library did not load into it".to_string(),
             false,
         );
@@ -295,6 +307,7 @@ fn run() -> Result<Exit, Fatal> {
         denied,
         destinations,
         still_running: report::still_running(&collector.pids),
+        events_rejected: collector.rejected,
     };
     // A command that never started has nothing to summarise; its error was printed above.
     if !config.quiet && command_status.is_some() {
@@ -304,29 +317,16 @@ fn run() -> Result<Exit, Fatal> {
             config.report.as_deref(),
         ));
     }
-    if let (Some(file), Some(path)) = (report_file, &config.report) {
-        let run_line = report::RunLine {
-            kind: "run",
-            version: 1,
-            mode: config.mode.as_str(),
-            deny_as: config.deny_as.as_str(),
-            rules: &rule_texts,
-            argv: config
-                .command
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            started: humantime::format_rfc3339_millis(started).to_string(),
-            egress_run: env!("CARGO_PKG_VERSION"),
-            launcher_pid: std::process::id(),
-            nested_in,
-        };
-        report::write(file, &run_line, &collector.lines, &summary).map_err(|e| {
-            Fatal::new(
-                format!("cannot write the report {}: {e}", path.display()),
-                "check free space and permissions",
-            )
-        })?;
+    collector.write_line(&summary);
+    if let Err(e) = collector.into_journal().finish() {
+        let path = config
+            .report
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"));
+        return Err(Fatal::new(
+            format!("cannot write the report {}: {e}", path.display()),
+            "check free space and permissions",
+        ));
     }
     // The summary says 128+N either way; the caller sees COMMAND's death by signal N.
     Ok(match death_signal {

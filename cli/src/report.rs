@@ -1,7 +1,7 @@
 //! The JSON-lines report (docs/report.md, docs/report.schema.json) and the human summary.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
 use egress_policy::Mode;
 use serde::Serialize;
@@ -60,7 +60,7 @@ impl ProcessLine {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 pub struct AttemptLine {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -125,6 +125,9 @@ pub struct SummaryLine {
     /// Guarded processes still alive when COMMAND ended (daemons); their later attempts are
     /// not in this report.
     pub still_running: Vec<i32>,
+    /// Datagrams dropped because they did not come from the run's tree (no or a wrong event
+    /// key, not framed as events): forged, replayed from another run, or stray.
+    pub events_rejected: u64,
 }
 
 /// The pids among `pids` that are still alive (not zombies) now.
@@ -190,25 +193,81 @@ pub fn summarize(lines: &[Line]) -> (u64, u64, Vec<Destination>) {
     (attempts, denied, dests)
 }
 
-pub fn write(
-    file: File,
-    run: &RunLine,
-    lines: &[Line],
-    summary: &SummaryLine,
-) -> std::io::Result<()> {
-    let mut w = BufWriter::new(file);
-    serde_json::to_writer(&mut w, run)?;
-    w.write_all(b"\n")?;
-    for line in lines {
-        match line {
-            Line::Process(p) => serde_json::to_writer(&mut w, p)?,
-            Line::Attempt(a) => serde_json::to_writer(&mut w, a)?,
-        }
-        w.write_all(b"\n")?;
+/// The report file, written as the run goes: each line with one `write(2)` of the whole line
+/// to a descriptor opened with `O_APPEND`, so that whenever egress-run is killed the file holds
+/// only whole lines (docs/report.md, *A report written as the run goes*).
+pub struct Journal {
+    file: Option<File>,
+    /// The first write error; later lines are not attempted.
+    failed: Option<std::io::Error>,
+}
+
+impl Journal {
+    /// Creates or truncates `path`, for appending.
+    pub fn create(path: &std::path::Path) -> std::io::Result<Journal> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_APPEND)
+            .open(path)?;
+        Ok(Journal {
+            file: Some(file),
+            failed: None,
+        })
     }
-    serde_json::to_writer(&mut w, summary)?;
-    w.write_all(b"\n")?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+
+    /// No report file (no `--report`).
+    pub fn none() -> Journal {
+        Journal {
+            file: None,
+            failed: None,
+        }
+    }
+
+    /// Appends one line.
+    pub fn line(&mut self, value: &impl Serialize) {
+        let (Some(file), None) = (&mut self.file, &self.failed) else {
+            return;
+        };
+        let mut text = match serde_json::to_vec(value) {
+            Ok(text) => text,
+            Err(e) => {
+                self.failed = Some(e.into());
+                return;
+            }
+        };
+        text.push(b'\n');
+        // One write(2) for the whole line; the loop only continues after a short write
+        // (a full disk), which the next attempt then reports.
+        let mut rest = &text[..];
+        while !rest.is_empty() {
+            match file.write(rest) {
+                Ok(0) => {
+                    self.failed = Some(std::io::ErrorKind::WriteZero.into());
+                    return;
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.failed = Some(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After the last line: the first error, if any write failed, else the file's flush to disk.
+    pub fn finish(self) -> std::io::Result<()> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        match self.file {
+            Some(file) => file.sync_all(),
+            None => Ok(()),
+        }
+    }
 }
 
 fn show_dest(d: &Destination) -> String {

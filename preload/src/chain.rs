@@ -1,7 +1,7 @@
 //! Nested runs: what every level decided about the call being checked.
 //!
 //! `hooks::check_with` decides a call once per level. In a nested run it does so twice: a dry
-//! pass in which `events::record` only notes each level's decision here, then the recording
+//! pass in which `channel::record` only notes each level's decision here, then the recording
 //! pass, whose events carry every level's decision and the level that refused the call, so
 //! that each run's report can say who refused it. The state is per thread and saved around
 //! each check (a signal handler's call, checked inside another, has its own).

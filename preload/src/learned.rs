@@ -118,6 +118,8 @@ pub fn remember(level: usize, ip: IpAddr, host: &[u8], rule: Option<usize>) {
     d.host_len = host.len();
     d.host[..host.len()].copy_from_slice(host);
     e.ready.store(true, Ordering::Release);
+    // A send remembered before may now be decided or named differently.
+    crate::channel::repeat::invalidate();
 }
 
 /// The entry of `level` for `ip` that a rule accepting `port_ok` allows, else any entry naming

@@ -9,14 +9,13 @@
 
 mod carray;
 mod chain;
+mod channel;
 mod decide;
 mod dns_sockets;
 mod dnsmsg;
 mod dynsym;
-mod events;
 mod fd_kinds;
 mod fmt;
-mod fold;
 mod guard;
 mod highfd;
 mod hooks;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, 
 use egress_policy::{DenyAs, Locator, Mode, PolicyView, CHAIN_SEP, MAX_LEVELS, POLICY_ENV};
 
 use crate::policy_request::Failure;
-use crate::{events, real};
+use crate::{channel, real};
 
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
@@ -24,6 +24,9 @@ const READY: u8 = 2;
 pub struct CounterMap {
     base: usize,
     slots: u64,
+    /// The check-in area after the slots (`egress_policy::event::CHECKIN_LEN` bytes), or 0
+    /// when the launcher made none.
+    checkin: usize,
 }
 
 impl CounterMap {
@@ -39,10 +42,43 @@ impl CounterMap {
         (slot < self.slots).then_some(slot)
     }
 
+    /// The shared counter of `slot`, for a caller that will count into it directly.
+    pub fn counter(&self, slot: u64) -> Option<&'static AtomicU64> {
+        (slot > 0 && slot < self.slots).then(|| self.slot(slot))
+    }
+
     pub fn add(&self, slot: u64) {
         if slot > 0 && slot < self.slots {
             self.slot(slot).fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes `body` (a `process` record) into the check-in area; false when there is no
+    /// area or no room left in it (then it is sent as a datagram).
+    pub fn check_in(&self, body: &[u8]) -> bool {
+        use egress_policy::event::{checkin_span, CHECKIN_LEN, CHECKIN_MAGIC};
+        if self.checkin == 0 || body.len() > u32::MAX as usize {
+            return false;
+        }
+        // SAFETY: the area starts 64-aligned (a page boundary) and is CHECKIN_LEN bytes,
+        // shared and never unmapped; its first word is the launcher's `next` offset, updated
+        // only atomically.
+        let next = unsafe { &*(self.checkin as *const AtomicU64) };
+        let span = checkin_span(body.len());
+        let at = next.fetch_add(span, Ordering::AcqRel);
+        if at < egress_policy::event::CHECKIN_ALIGN || at.saturating_add(span) > CHECKIN_LEN {
+            return false; // full (or never set up by the launcher)
+        }
+        let record = self.checkin + at as usize;
+        // SAFETY: [record, record + span) lies in the area (checked above) and was reserved
+        // for us alone by the atomic add; the body goes after the 8-byte header, which is
+        // 8-aligned (records are 64-aligned) and published last, with release ordering.
+        unsafe {
+            std::ptr::copy_nonoverlapping(body.as_ptr(), (record + 8) as *mut u8, body.len());
+            (*(record as *const AtomicU64))
+                .store(CHECKIN_MAGIC | (body.len() as u64) << 32, Ordering::Release);
+        }
+        true
     }
 }
 
@@ -87,6 +123,7 @@ impl Loaded {
                 return Some(CounterMap {
                     base: base.load(Ordering::Relaxed),
                     slots: slots.load(Ordering::Relaxed),
+                    checkin: COUNTERS_CHECKIN[self.level].load(Ordering::Relaxed),
                 })
             }
             UNTRIED => {}
@@ -108,6 +145,7 @@ impl Loaded {
         };
         base.store(map.base, Ordering::Relaxed);
         slots.store(map.slots, Ordering::Relaxed);
+        COUNTERS_CHECKIN[self.level].store(map.checkin, Ordering::Relaxed);
         state.store(MAPPED, Ordering::Release);
         Some(map)
     }
@@ -123,6 +161,7 @@ const FAILED: u8 = 3;
 static COUNTERS_STATE: [AtomicU8; MAX_LEVELS] = [const { AtomicU8::new(UNTRIED) }; MAX_LEVELS];
 static COUNTERS_BASE: [AtomicUsize; MAX_LEVELS] = [const { AtomicUsize::new(0) }; MAX_LEVELS];
 static COUNTERS_SLOTS: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
+static COUNTERS_CHECKIN: [AtomicUsize; MAX_LEVELS] = [const { AtomicUsize::new(0) }; MAX_LEVELS];
 
 /// Every level's state, innermost first, and how many there are.
 struct Levels {
@@ -307,7 +346,7 @@ pub fn ensure_init() -> &'static Loaded {
                 load(unsafe { &mut *SLOT.0.get() });
                 STATE.store(READY, Ordering::Release);
                 for loaded in levels() {
-                    events::process_started(loaded);
+                    channel::process_started(loaded);
                 }
                 register_fork_handler();
                 return &levels()[0];
@@ -330,14 +369,13 @@ pub fn ensure_init() -> &'static Loaded {
 fn register_fork_handler() {
     extern "C" fn child_after_fork() {
         // The parent's folded attempts are the parent's: this process starts its own lines.
-        crate::fold::reset();
-        events::forked();
+        channel::forked();
         crate::guard::with_guard(
             || (),
             || {
                 if current().is_some() {
                     for loaded in levels() {
-                        events::process_started(loaded);
+                        channel::process_started(loaded);
                     }
                 }
             },
@@ -560,10 +598,18 @@ fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> 
         if !stat_ok || st.st_ino != c.ino || st.st_dev != loc.dev {
             return None;
         }
-        let len = usize::try_from(c.slots.checked_mul(8)?).ok()?;
-        if (st.st_size as u64) < len as u64 {
+        let slots_len = usize::try_from(c.slots.checked_mul(8)?).ok()?;
+        if (st.st_size as u64) < slots_len as u64 {
             return None;
         }
+        // The check-in area follows the slots when the launcher made the file that long.
+        let with_area = slots_len as u64 + egress_policy::event::CHECKIN_LEN;
+        let has_area = st.st_size as u64 >= with_area;
+        let len = if has_area {
+            usize::try_from(with_area).ok()?
+        } else {
+            slots_len
+        };
         // SAFETY: mapping the verified counters memfd, shared and read-write, checked below.
         let p = unsafe {
             libc::mmap(
@@ -578,6 +624,7 @@ fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> 
         (p != libc::MAP_FAILED).then_some(CounterMap {
             base: p as usize,
             slots: c.slots,
+            checkin: if has_area { p as usize + slots_len } else { 0 },
         })
     };
     try_map(c.fd).or_else(|| {

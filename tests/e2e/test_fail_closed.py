@@ -48,12 +48,15 @@ def checksum(data):
 
 
 DENY_AS = {"eacces": 0, "offline": 1}
-HEADER_LEN = 72
+HEADER_LEN = 88
+EVENT_KEY = bytes(range(1, 17))
+# The event channel's framing (preload/policy/src/event.rs): magic, version, 3 zero bytes, key.
+EVENT_HEADER_LEN = 24
 
 
 def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
-    """A policy (wire version 3, see preload/policy/src/wire.rs) whose rules are all `loopback`
-    (every port) rules named by `rules`."""
+    """A policy (wire version 4, see preload/policy/src/wire.rs) whose rules are all `loopback`
+    (every port) rules named by `rules`; its event key is EVENT_KEY."""
     strings, records = b"", b""
     for text in rules:
         off = len(strings)
@@ -68,9 +71,9 @@ def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
     index_off = HEADER_LEN + len(records) + len(strings)
     total = index_off + len(index)
     # magic version mode pid rule_count total flags checksum counters_fd index_off
-    # counters_ino counters_slots (no counters) deny_as
-    header = MAGIC + struct.pack("<IIIIIIQiIQQQ", 3, mode, launcher_pid, len(rules), total, 0, 0,
-                                 0, index_off, 0, 0, DENY_AS[deny_as])
+    # counters_ino counters_slots (no counters) deny_as event_key
+    header = MAGIC + struct.pack("<IIIIIIQiIQQQ16s", 4, mode, launcher_pid, len(rules), total, 0, 0,
+                                 0, index_off, 0, 0, DENY_AS[deny_as], EVENT_KEY)
     assert len(header) == HEADER_LEN
     out = bytearray(header + records + strings + index)
     out[32:40] = struct.pack("<Q", checksum(out))
@@ -97,13 +100,18 @@ class FakeLauncher:
 
     def events(self):
         """Every datagram received so far (the library sends before it acts: by the time the
-        child has exited, all of its events are queued)."""
+        child has exited, all of its events are queued), without its framing. A process with
+        the policy sends its event key; one without sends zeros."""
         out = []
         while True:
             try:
-                out.append(json.loads(self.sock.recv(1 << 16)))
+                d = self.sock.recv(1 << 16)
             except BlockingIOError:
                 return out
+            assert d[:8] == b"EGEV\x01\0\0\0", d[:8]
+            event = json.loads(d[EVENT_HEADER_LEN:])
+            event["_key"] = d[8:EVENT_HEADER_LEN]
+            out.append(event)
 
     def close(self):
         self.sock.close()
@@ -221,6 +229,8 @@ def test_harness_control_valid_policy_allows(case, preload_lib, listener):
     assert len(procs) == 1 and procs[0]["pid"] == out["pid"] and "policy_error" not in procs[0], events
     assert len(conns) == 1 and conns[0]["decision"] == "allow" and conns[0]["rule"] == 0, events
     assert conns[0]["pid"] == out["pid"] and conns[0]["port"] == listener.port, events
+    # Every event carries the run's key from the sealed policy.
+    assert {e["_key"] for e in events} == {EVENT_KEY}, events
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -246,6 +256,8 @@ def test_fails_closed_and_says_why(case, preload_lib, listener):
     assert (c["pid"], c["addr"], c["port"], c["decision"], c["enforced"]) == \
         (out["pid"], "127.0.0.1", listener.port, "deny", True), events
     assert "no valid policy" in c.get("reason", ""), events
+    # Without a policy there is no key: zeros (the launcher checks such a sender's ancestry).
+    assert {e["_key"] for e in events} == {bytes(16)}, events
 
 
 def test_reused_number_is_not_read_or_written(preload_lib, listener, tmp_path):

@@ -84,3 +84,49 @@ def test_unwinder_inside_the_library_catches_a_panic(run_guarded):
     assert res.stdout.split() == ["1"], res.describe()
     procs = [p for p in res.report if p.get("type") == "process"]
     assert procs and all(p["guarded"] for p in procs), res.describe()
+
+
+# The per-thread memory of the last allowed send (send_cache.rs): repeats are counted on the
+# right line (the parent's, then a forked child's own), a denied destination between them is
+# still refused each time, and a new socket on the same number is decided afresh.
+REPEATS = r"""
+import json, os, socket, sys
+allowed, denied = ("127.0.0.1", int(sys.argv[1])), ("127.0.0.1", int(sys.argv[2]))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+refused = 0
+for i in range(50):
+    u.sendto(b"x", allowed)
+    if i % 10 == 0:
+        try:
+            u.sendto(b"x", denied)
+        except PermissionError:
+            refused += 1
+pid = os.fork()
+if pid == 0:
+    for _ in range(30):
+        u.sendto(b"x", allowed)
+    os._exit(0)
+os.waitpid(pid, 0)
+for _ in range(20):
+    u.sendto(b"x", allowed)
+n = u.fileno()
+u.close()
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+assert t.fileno() == n
+try:
+    t.sendto(b"x", allowed)   # a stream socket, not connected: the kernel refuses it
+except OSError:
+    pass
+print(json.dumps({"pid": os.getpid(), "child": pid, "refused": refused}))
+"""
+
+
+def test_repeated_sends_count_on_their_own_lines(run_guarded, loopback):
+    ok, no = loopback.udp.port, loopback.tcp1.port
+    res = run_guarded(["--allow", f"127.0.0.1:{ok}"], py(REPEATS) + [ok, no])
+    out = res.outputs()[-1]
+    assert res.returncode == 3, res.describe()
+    assert out["refused"] == 5, res.describe()
+    assert res.count("send", pid=out["pid"], port=ok, decision="allow") == 70, res.describe()
+    assert res.count("send", pid=out["child"], port=ok, decision="allow") == 30, res.describe()
+    assert res.count("send", port=no, decision="deny") == 5, res.describe()

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod elf;
+pub mod event;
 pub mod rule;
 pub mod wire;
 

@@ -4,9 +4,9 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! header  72 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
+//! header  88 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
 //!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 index_off:u32
-//!                   counters_ino:u64 counters_slots:u64 deny_as:u64
+//!                   counters_ino:u64 counters_slots:u64 deny_as:u64 event_key[16]
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
@@ -28,6 +28,11 @@
 //! `deny_as` (version 3) says how a refused call looks to the program: 0 `eacces`, 1
 //! `offline`; any other value is refused. It is a field of the sealed policy, not an
 //! environment variable, so that nothing a guarded program can set changes it.
+//!
+//! `event_key` (version 4) is the run's event key: 16 random bytes the launcher draws for each
+//! run. Every event a guarded process sends starts with it (docs/design.md, *The event
+//! channel's wire format*), and the launcher drops datagrams that do not: only a process that
+//! holds this sealed policy can write to the run's report. An all-zero key means none.
 //!
 //! The index lets matching cost O(groups · log n) instead of a scan of every rule (up to 10,000),
 //! and still return the first matching rule in the user's order. Every rule is in it exactly
@@ -51,9 +56,12 @@ use crate::rule::{
 };
 
 pub const MAGIC: [u8; 8] = *b"EGRSPOL\x01";
-/// Version 2 added the rule index; version 3 the `deny_as` field (the header grew by 8 bytes).
-pub const VERSION: u32 = 3;
-pub const HEADER_LEN: usize = 72;
+/// Version 2 added the rule index; version 3 the `deny_as` field (the header grew by 8 bytes);
+/// version 4 the event key (16 bytes more).
+pub const VERSION: u32 = 4;
+pub const HEADER_LEN: usize = 88;
+/// Length of the run's event key (`Settings::event_key`).
+pub const EVENT_KEY_LEN: usize = 16;
 pub const RULE_LEN: usize = 48;
 pub const INDEX_HEADER_LEN: usize = 24;
 pub const GROUP_LEN: usize = 12;
@@ -68,6 +76,7 @@ const INDEX_OFF_AT: usize = 44;
 const COUNTERS_INO_AT: usize = 48;
 const COUNTERS_SLOTS_AT: usize = 56;
 const DENY_AS_AT: usize = 64;
+const EVENT_KEY_AT: usize = 72;
 
 const KIND_LOOPBACK: u8 = 0;
 const KIND_NET4: u8 = 1;
@@ -242,6 +251,8 @@ pub struct Settings {
     pub flags: u32,
     /// The shared counters; none: every attempt is sent as an event.
     pub counters: Option<Counters>,
+    /// The run's event key: what every event must start with (all zero: none).
+    pub event_key: [u8; EVENT_KEY_LEN],
 }
 
 /// Encodes a policy with every header setting.
@@ -251,6 +262,7 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
         deny_as,
         flags,
         counters,
+        event_key,
     } = settings;
     let mut strings = Vec::new();
     let mut records = Vec::with_capacity(rules.len() * RULE_LEN);
@@ -308,6 +320,7 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
         out[COUNTERS_SLOTS_AT..COUNTERS_SLOTS_AT + 8].copy_from_slice(&c.slots.to_le_bytes());
     }
     out[DENY_AS_AT..DENY_AS_AT + 8].copy_from_slice(&deny_as.to_wire().to_le_bytes());
+    out[EVENT_KEY_AT..EVENT_KEY_AT + EVENT_KEY_LEN].copy_from_slice(&event_key);
     out.extend_from_slice(&records);
     out.extend_from_slice(&strings);
     out.extend_from_slice(&index);
@@ -776,6 +789,15 @@ impl<'a> PolicyView<'a> {
 
     pub fn launcher_pid(&self) -> u32 {
         self.launcher_pid
+    }
+
+    /// The run's event key (all zero when the launcher gave none).
+    pub fn event_key(&self) -> [u8; EVENT_KEY_LEN] {
+        let mut key = [0u8; EVENT_KEY_LEN];
+        if let Some(bytes) = self.bytes.get(EVENT_KEY_AT..EVENT_KEY_AT + EVENT_KEY_LEN) {
+            key.copy_from_slice(bytes);
+        }
+        key
     }
 
     /// The shared counters, when the launcher made them (none: every attempt is an event).

@@ -833,3 +833,41 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The event channel's framing
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn any_datagram_splits_without_panic_and_only_framed_ones_pass(
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        use egress_policy::event::{split, HEADER_LEN as EV, MAGIC, VERSION};
+        match split(&bytes) {
+            Some((key, body)) => {
+                prop_assert!(bytes.len() >= EV && bytes[..4] == MAGIC && bytes[4] == VERSION);
+                prop_assert_eq!(key, &bytes[8..EV]);
+                prop_assert_eq!(body, &bytes[EV..]);
+            }
+            None => prop_assert!(
+                bytes.len() < EV || bytes[..4] != MAGIC || bytes[4] != VERSION || bytes[5..8] != [0, 0, 0]
+            ),
+        }
+    }
+
+    #[test]
+    fn a_framed_event_keeps_its_key_and_body(
+        key in any::<[u8; 16]>(),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        other in any::<[u8; 16]>(),
+    ) {
+        use egress_policy::event::{header, same_key, split};
+        let mut d = header(&key).to_vec();
+        d.extend_from_slice(&body);
+        let (k, b) = split(&d).expect("framed");
+        prop_assert!(same_key(k, &key));
+        prop_assert_eq!(same_key(k, &other), key == other);
+        prop_assert_eq!(b, &body[..]);
+    }
+}

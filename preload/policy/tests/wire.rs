@@ -316,11 +316,13 @@ fn every_setting_round_trips() {
     for mode in [Mode::Block, Mode::Audit] {
         for deny_as in [DenyAs::Eacces, DenyAs::Offline] {
             for (flags, counters) in [(0, None), (FLAG_ALLOW_UNGUARDED, Some(counters))] {
+                let event_key = [flags as u8 + 1; 16];
                 let settings = Settings {
                     mode,
                     deny_as,
                     flags,
                     counters,
+                    event_key,
                 };
                 let b = encode_full(settings, 77, &rs);
                 assert_eq!(get_u64(&b, H_DENY_AS), (deny_as == DenyAs::Offline) as u64);
@@ -330,6 +332,7 @@ fn every_setting_round_trips() {
                 assert_eq!(v.allow_unguarded(), flags != 0);
                 assert_eq!(v.counters(), counters);
                 assert_eq!(v.launcher_pid(), 77);
+                assert_eq!(v.event_key(), event_key);
                 // deny_as changes nothing else: the rules and matching are the same.
                 assert_eq!(b[HEADER_LEN..], sample()[HEADER_LEN..]);
                 assert_eq!(v.match_addr(ip("203.0.113.5"), 85), Some(1));
@@ -370,8 +373,8 @@ fn flipped_magic_is_bad_magic() {
 
 #[test]
 fn other_version_is_bad_version() {
-    // 1 is the format before the index, 2 the one before `deny_as`.
-    for version in [0, 1, 2, 4, u32::MAX] {
+    // 1 is the format before the index, 2 the one before `deny_as`, 3 before the event key.
+    for version in [0, 1, 2, 3, 5, u32::MAX] {
         assert_eq!(
             err_after(|b| put_u32(b, H_VERSION, version)),
             DecodeError::BadVersion

@@ -3,9 +3,9 @@
 use libc::{c_int, sockaddr, socklen_t};
 
 use super::{action_for, check};
+use crate::channel::{self, Attempt, Kind};
 use crate::decide;
 use crate::dns_sockets;
-use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::sock::{self, Dest};
@@ -27,7 +27,7 @@ pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str
         return Action::Proceed;
     };
     let (verdict, host) = decide::destination(loaded, dest);
-    events::record(
+    channel::record(
         loaded,
         &Attempt {
             kind: Kind::Connect,

@@ -269,7 +269,7 @@ unsafe extern "C" fn dlmopen_elsewhere(file: *const libc::c_char) -> usize {
         };
         // SAFETY: getpid has no preconditions; no argv.
         unsafe {
-            crate::events::unguarded(
+            crate::channel::unguarded(
                 loaded,
                 libc::getpid(),
                 name,

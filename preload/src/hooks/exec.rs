@@ -19,7 +19,7 @@ use egress_policy::elf::{
 use egress_policy::{chain_extends, Mode};
 
 use crate::carray::entries;
-use crate::events;
+use crate::channel;
 use crate::guard;
 use crate::real;
 use crate::scratch::Scratch;
@@ -402,7 +402,7 @@ unsafe fn gate(
                     // SAFETY: getpid has no preconditions; argv as the caller promises.
                     unsafe {
                         let pid = if spawn { 0 } else { libc::getpid() };
-                        events::unguarded(loaded, pid, exe, argv, why, !allowed);
+                        channel::unguarded(loaded, pid, exe, argv, why, !allowed);
                     }
                 }
             }
@@ -435,7 +435,7 @@ unsafe fn record_spawned(
                 // SAFETY: file and argv as the caller promises.
                 unsafe {
                     let file = CStr::from_ptr(file).to_bytes();
-                    events::unguarded(loaded, pid, file, argv, why, false)
+                    channel::unguarded(loaded, pid, file, argv, why, false)
                 };
             }
         },

@@ -10,7 +10,7 @@ use egress_policy::MAX_LEVELS;
 use libc::{c_int, c_uint};
 
 use super::{action_for, check};
-use crate::events::{self, Attempt, Kind};
+use crate::channel::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::real;
 use crate::sock::Proto;
@@ -38,7 +38,7 @@ pub(crate) fn decide_packet_socket(loaded: &Loaded, call: &'static str) -> Actio
         Ok(_) => Verdict::Deny(DenyReason::PacketSocket),
         Err(_) => Verdict::Deny(DenyReason::NoPolicy),
     };
-    events::record(
+    channel::record(
         loaded,
         &Attempt {
             kind: Kind::Send,

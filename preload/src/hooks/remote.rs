@@ -14,7 +14,7 @@ use libc::{c_char, c_int, c_ushort};
 
 use super::res::decide_query;
 use super::{action_for, check_with};
-use crate::events;
+use crate::channel;
 use crate::real::{self, Real};
 use crate::state::deny_as;
 use crate::verdict::{refused_call, Action, DenyReason, Verdict};
@@ -40,7 +40,7 @@ unsafe fn remote_host(ahost: *mut *mut c_char, call: &'static str) -> Action {
 fn trust_check(host: &[u8], call: &'static str) -> Action {
     check_with(Action::Proceed, Action::Refuse, |loaded| {
         let verdict = Verdict::Deny(DenyReason::NoRule);
-        events::record_lookup(loaded, call, host, verdict);
+        channel::record_lookup(loaded, call, host, verdict);
         action_for(loaded, verdict)
     })
 }

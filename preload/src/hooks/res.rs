@@ -8,8 +8,8 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, c_uchar, c_void};
 
 use super::{action_for, check_with};
+use crate::channel;
 use crate::dnsmsg;
-use crate::events;
 use crate::real;
 use crate::state::{self, Loaded};
 use crate::verdict::{self, Action, DenyReason, Verdict};
@@ -25,7 +25,7 @@ pub(crate) fn decide_query(loaded: &Loaded, name: Option<&[u8]>, call: &'static 
         },
         (Ok(_), None) => Verdict::Deny(DenyReason::NoRule),
     };
-    events::record_lookup(
+    channel::record_lookup(
         loaded,
         call,
         name.unwrap_or(b"<unreadable DNS message>"),

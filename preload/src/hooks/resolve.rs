@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use libc::{addrinfo, c_char, c_int, hostent, size_t};
 
 use super::{after, check_with};
+use crate::channel;
 use crate::decide::{self, Lookup};
-use crate::events;
 use crate::learned;
 use crate::real;
 use crate::sock::{self, Dest};
@@ -76,7 +76,7 @@ pub(crate) fn plan(
         }
         Lookup::Dns(verdict) => verdict,
     };
-    events::record_lookup(loaded, call, name, verdict);
+    channel::record_lookup(loaded, call, name, verdict);
     if verdict.refuses(loaded.mode()) {
         return Plan::Refuse;
     }

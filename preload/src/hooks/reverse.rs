@@ -10,7 +10,7 @@ use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
 
 use super::resolve::refuse_r;
 use super::{action_for, check_with};
-use crate::events;
+use crate::channel;
 use crate::fmt::Buf;
 use crate::names;
 use crate::real;
@@ -104,7 +104,7 @@ fn decide_reverse(loaded: &Loaded, (ip, hosts): (IpAddr, bool), call: &'static s
             None => Verdict::Deny(DenyReason::NoRule),
         },
     };
-    events::record_lookup(loaded, call, name, verdict);
+    channel::record_lookup(loaded, call, name, verdict);
     action_for(loaded, verdict)
 }
 

@@ -8,10 +8,11 @@ use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, 
 use super::connect::decide_connect;
 use super::sockopt::decide_route;
 use super::{action_for, check, check_with};
+use crate::channel::repeat;
+use crate::channel::{self, Attempt, Kind};
 use crate::decide;
 use crate::dns_sockets;
 use crate::dnsmsg;
-use crate::events::{self, Attempt, Kind};
 use crate::fd_kinds;
 use crate::mem;
 use crate::real;
@@ -47,6 +48,7 @@ pub(crate) fn decide_send(
     // ignored unless it opens the connection) is confirmed by the kernel, and so is whether
     // it is a raw socket that builds its own IP header (a raw socket opened for TCP or UDP
     // reads as that protocol): then the header's destination decides.
+    let from_table = matches!(fd_kinds::kind(fd), Some((libc::SOCK_DGRAM, _)));
     let (ty, proto) = match fd_kinds::kind(fd) {
         Some(kind @ (libc::SOCK_DGRAM, _)) => kind,
         _ => match sock::socket_kind(fd) {
@@ -77,7 +79,32 @@ pub(crate) fn decide_send(
         }
         h => h,
     };
-    record_send(loaded, call, proto, dest, host, verdict)
+    let Dest::Inet { ip, .. } = dest else {
+        return Action::Proceed;
+    };
+    let counter = channel::record(
+        loaded,
+        &Attempt {
+            kind: Kind::Send,
+            call,
+            proto: Some(proto),
+            dest: Some((ip, port)),
+            host,
+            verdict,
+        },
+    );
+    // What the next identical send of this thread may skip to (channel/repeat.rs): a datagram
+    // socket the table knows, no DNS question in the line, one level, allowed.
+    if let Some(counter) = counter {
+        if from_table
+            && port != 53
+            && matches!(verdict, Verdict::Allow { .. })
+            && crate::state::levels().len() == 1
+        {
+            repeat::note(counter);
+        }
+    }
+    action_for(loaded, verdict)
 }
 
 /// A send on a raw socket that builds its own IP header: decided by the header's destination
@@ -122,7 +149,7 @@ fn record_send(
     let Dest::Inet { ip, port } = dest else {
         return Action::Proceed;
     };
-    events::record(
+    channel::record(
         loaded,
         &Attempt {
             kind: Kind::Send,
@@ -319,18 +346,31 @@ pub unsafe extern "C" fn sendto(
     if sock::unreadable(addr, addrlen) {
         return fault::<i8>() as ssize_t;
     }
+    // SAFETY: forwarding the caller's arguments to the real sendto.
+    let forward = || match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
+        None => refused_call::<i8>(deny_as()) as ssize_t,
+    };
+    // A repeat of this thread's last allowed send: count it where the full path would.
+    // SAFETY: `addrlen` readable bytes at `addr` (checked plausible above), or null.
+    if let Some(counter) = unsafe { repeat::hit(fd, flags, addr, addrlen) } {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return forward();
+    }
+    let epoch = repeat::epoch();
+    repeat::clear_note();
     // SAFETY: the caller promises `addrlen` readable bytes at `addr` (or null).
     let dest = unsafe { sock::read(addr, addrlen) };
     // SAFETY: the caller's buffer of `len` bytes.
     let payload = unsafe { payload(buf, len) };
     match check(|loaded| decide_send(loaded, fd, dest, flags, "sendto", payload)) {
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
-        // SAFETY: forwarding the caller's arguments to the real sendto.
-        Action::Proceed => match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
-            // SAFETY: as above.
-            Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
-            None => refused_call::<i8>(deny_as()) as ssize_t,
-        },
+        Action::Proceed => {
+            // SAFETY: as for `hit`.
+            unsafe { repeat::remember(fd, flags, addr, addrlen, epoch) };
+            forward()
+        }
     }
 }
 

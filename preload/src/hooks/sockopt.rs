@@ -10,8 +10,8 @@ use libc::{c_int, c_void, socklen_t};
 
 use super::send::bytes;
 use super::{action_for, check};
+use crate::channel::{self, Attempt, Kind};
 use crate::decide;
-use crate::events::{self, Attempt, Kind};
 use crate::real;
 use crate::route;
 use crate::sock;
@@ -34,7 +34,7 @@ pub(crate) fn decide_route(
         Ok(_) => Verdict::Deny(DenyReason::SourceRoute),
         Err(_) => Verdict::Deny(DenyReason::NoPolicy),
     };
-    events::record(
+    channel::record(
         loaded,
         &Attempt {
             kind,
@@ -80,7 +80,7 @@ fn decide_join(loaded: &Loaded, fd: c_int, group: IpAddr, call: &'static str) ->
     };
     let dest = sock::Dest::Inet { ip: group, port: 0 };
     let (verdict, _) = decide::destination(loaded, dest);
-    events::record(
+    channel::record(
         loaded,
         &Attempt {
             kind: Kind::Connect,

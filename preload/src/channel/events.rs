@@ -1,28 +1,18 @@
-//! Streaming events to the launcher: one datagram per event, sent before the guarded call
-//! proceeds or is refused, so nothing is lost to a crash, `SIGKILL`, `_exit` or `exec`.
-//!
-//! Every event is formatted into a stack buffer and sent with the real `sendto` on a socket of
-//! our own, never on a descriptor of the program's: before each send the socket's inode is
-//! checked, because the program may have closed our descriptor and reused its number.
+//! What the channel says: a process's record and each attempt, formatted as the launcher's
+//! JSON events into a stack buffer (no allocation, no hooked call), folded when repeated
+//! (`fold`), and handed to `out`, the one way out.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use egress_policy::{Locator, MAX_LEVELS};
-use libc::c_int;
-
+use super::fold::{self, Fold, KeyHash};
+use super::out::{check_in, send};
 use crate::carray::c_strings;
 use crate::chain;
 use crate::fmt::Buf;
-use crate::fold::{self, Fold, KeyHash};
-use crate::real;
 use crate::sock::Proto;
 use crate::state::Loaded;
 use crate::verdict::Verdict;
-
-/// Each level's event socket (a nested run reports to every level's launcher).
-static SOCK_FD: [AtomicI32; MAX_LEVELS] = [const { AtomicI32::new(-1) }; MAX_LEVELS];
-static SOCK_INO: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
 
 /// What kind of attempt an event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,105 +41,6 @@ pub struct Attempt<'a> {
     pub dest: Option<(IpAddr, u16)>,
     pub host: Option<&'a [u8]>,
     pub verdict: Verdict,
-}
-
-fn inode_of(fd: c_int) -> Option<u64> {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is valid for writes.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
-}
-
-/// Our connected event socket, opened (again) if the program closed or replaced it, and kept
-/// at a high number (`highfd`). Returns the descriptor and whether it is private to this one
-/// send (to be closed after).
-fn socket(loc: &Locator, level: usize) -> Option<(c_int, bool)> {
-    let (sock_fd, sock_ino) = (&SOCK_FD[level], &SOCK_INO[level]);
-    let fd = sock_fd.load(Ordering::Acquire);
-    if fd >= 0 && inode_of(fd) == Some(sock_ino.load(Ordering::Acquire)) {
-        return Some((fd, false));
-    }
-    let new = open_socket(loc)?;
-    // Kept only at a high number, out of the program's way (a soft RLIMIT_NOFILE too low for
-    // one: a socket for this one send, so the program still gets its native numbers).
-    let (new, parked) = crate::highfd::park(new);
-    if !parked {
-        return Some((new, true));
-    }
-    let Some(ino) = inode_of(new) else {
-        crate::highfd::close(new);
-        return None;
-    };
-    // The old number is never closed by us: it may belong to the program by now.
-    match sock_fd.compare_exchange(fd, new, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            sock_ino.store(ino, Ordering::Release);
-            Some((new, false))
-        }
-        // Another thread replaced it first: use ours for this one send, then close it.
-        Err(_) => Some((new, true)),
-    }
-}
-
-fn open_socket(loc: &Locator) -> Option<c_int> {
-    // SAFETY: plain socket(2); not hooked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: an all-zero sockaddr_un is valid; we fill in family and an abstract name.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let mut name = [0u8; 64];
-    let n = loc.socket_name(&mut name);
-    // Abstract address: a leading NUL, then the name (sun_path is 108 bytes).
-    for (dst, src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
-        *dst = *src as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
-    // SAFETY: the real connect, with a valid sockaddr_un of `len` bytes.
-    let ok = unsafe { real::func::<real::ConnectFn>(&real::CONNECT) }.is_some_and(|connect| {
-        // SAFETY: as above.
-        unsafe { connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) == 0 }
-    });
-    if ok {
-        Some(fd)
-    } else {
-        // SAFETY: fd is ours.
-        unsafe { libc::close(fd) };
-        None
-    }
-}
-
-/// Sends one event to the launcher of `level`.
-fn send(loc: &Locator, level: usize, msg: &[u8]) {
-    let Some((fd, private)) = socket(loc, level) else {
-        return;
-    };
-    let Some(sendto) = (unsafe {
-        // SAFETY: SendtoFn is sendto's C signature.
-        real::func::<real::SendtoFn>(&real::SENDTO)
-    }) else {
-        return;
-    };
-    // SAFETY: msg is valid for reads of its length; a datagram send of a stack buffer.
-    // MSG_NOSIGNAL: a gone launcher must not kill the program. Blocking when the launcher's
-    // queue is full is intended back-pressure.
-    unsafe {
-        sendto(
-            fd,
-            msg.as_ptr().cast(),
-            msg.len(),
-            libc::MSG_NOSIGNAL,
-            std::ptr::null(),
-            0,
-        )
-    };
-    if private {
-        // A socket we opened for this send only (lost the race to publish it, or no high
-        // number was free).
-        crate::highfd::close(fd);
-    }
 }
 
 fn pid_ppid(w: &mut Buf) {
@@ -184,12 +75,14 @@ fn read_proc(path: &[u8], buf: &mut [u8]) -> usize {
 
 /// Tells the launcher that this process exists and whether it holds a policy.
 pub fn process_started(loaded: &Loaded) {
-    let Some(loc) = loaded.locator else { return };
+    if loaded.locator.is_none() {
+        return;
+    }
     let argv = crate::state::startup_argv();
     if argv.is_null() {
-        process_started_from_proc(&loc, loaded);
+        process_started_from_proc(loaded);
     } else {
-        process_started_from_argv(&loc, loaded, argv);
+        process_started_from_argv(loaded, argv);
     }
 }
 
@@ -197,19 +90,17 @@ pub fn process_started(loaded: &Loaded) {
 /// out of `process_started`, so that its buffers are not in the frame of a forked child's
 /// check-in.
 #[inline(never)]
-fn process_started_from_argv(loc: &Locator, loaded: &Loaded, argv: *const *const libc::c_char) {
+fn process_started_from_argv(loaded: &Loaded, argv: *const *const libc::c_char) {
     // A short record fits a small buffer, and a small stack frame spares the new process a
     // page fault or two (each costs microseconds here). Long command lines get the full size.
     let mut exe = [0u8; 1024];
     let mut small = [0u8; 2048];
     // SAFETY: the loader's argv, a NULL-terminated array of NUL-terminated strings, read at
     // the image's start before the program could change it.
-    if !send_process_record(loc, loaded, &mut small, &mut exe, unsafe {
-        c_strings(argv)
-    }) {
+    if !send_process_record(loaded, &mut small, &mut exe, unsafe { c_strings(argv) }) {
         let mut big = [0u8; 8192];
         // SAFETY: as above.
-        send_process_record(loc, loaded, &mut big, &mut exe, unsafe { c_strings(argv) });
+        send_process_record(loaded, &mut big, &mut exe, unsafe { c_strings(argv) });
     }
 }
 
@@ -243,9 +134,9 @@ pub fn forked() {
 /// constructor): the kernel's copy of the arguments.
 #[cold]
 #[inline(never)]
-fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
+fn process_started_from_proc(loaded: &Loaded) {
     if SCRATCH_BUSY.swap(true, Ordering::Acquire) {
-        process_started_without_argv(loc, loaded);
+        process_started_without_argv(loaded);
         return;
     }
     // SAFETY: SCRATCH_BUSY was false and is now ours (see ScratchCell).
@@ -255,7 +146,6 @@ fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
         .strip_suffix(b"\0")
         .unwrap_or(&scratch.cmdline[..cmd_len]);
     send_process_record(
-        loc,
         loaded,
         &mut scratch.out,
         &mut scratch.exe,
@@ -268,15 +158,14 @@ fn process_started_from_proc(loc: &Locator, loaded: &Loaded) {
 /// constructor): this one goes without its arguments, in a small frame of its own.
 #[cold]
 #[inline(never)]
-fn process_started_without_argv(loc: &Locator, loaded: &Loaded) {
+fn process_started_without_argv(loaded: &Loaded) {
     let (mut out, mut exe) = ([0u8; 512], [0u8; 256]);
-    send_process_record(loc, loaded, &mut out, &mut exe, [&b"..."[..]].into_iter());
+    send_process_record(loaded, &mut out, &mut exe, [&b"..."[..]].into_iter());
 }
 
 /// Formats this process's record into `out` and sends it. False, sending nothing, when the
 /// arguments would have been cut short and `out` is smaller than the largest record.
 fn send_process_record<'a>(
-    loc: &Locator,
     loaded: &Loaded,
     out: &mut [u8],
     exe: &mut [u8],
@@ -309,7 +198,7 @@ fn send_process_record<'a>(
     if w.truncated() {
         return full_size;
     }
-    send(loc, loaded.level, w.as_bytes());
+    check_in(loaded, w.as_bytes());
     true
 }
 
@@ -394,26 +283,29 @@ fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
 }
 
 /// Records one attempt. Called before the attempt proceeds or is refused. A repeat of an
-/// attempt already sent from this process is only counted, in shared memory.
-pub fn record(loaded: &Loaded, a: &Attempt) {
+/// attempt already sent from this process is only counted, in shared memory. Returns the
+/// shared counter that counts this attempt's repeats, when there is one.
+pub fn record(loaded: &Loaded, a: &Attempt) -> Option<&'static AtomicU64> {
     if a.verdict == Verdict::PassThrough {
-        return;
+        return None;
     }
     let outcome = chain::now();
     if outcome.noted(loaded.level, a.verdict) {
-        return; // the dry pass of a nested check
+        return None; // the dry pass of a nested check
     }
-    let Some(loc) = loaded.locator else { return };
-    let folded = match loaded.counters() {
+    loaded.locator?;
+    let counters = loaded.counters();
+    let folded = match counters {
         Some(counters) => fold::fold(counters, &key_of(loaded, a, &outcome)),
         None => Fold::Unfolded,
     };
     let slot = match folded {
-        Fold::Counted => return,
+        Fold::Counted(slot) => return counters?.counter(slot),
         Fold::New { entry, slot } => Some((entry, slot)),
         Fold::Unfolded => None,
     };
-    send_attempt(&loc, loaded, a, slot, &outcome);
+    send_attempt(loaded, a, slot, &outcome);
+    counters?.counter(slot?.1)
 }
 
 /// The first attempt of its kind: format its line and send it. Kept out of `record` so that
@@ -421,7 +313,6 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
 #[cold]
 #[inline(never)]
 fn send_attempt(
-    loc: &Locator,
     loaded: &Loaded,
     a: &Attempt,
     slot: Option<(usize, u64)>,
@@ -478,7 +369,7 @@ fn send_attempt(
     }
     w.str("}");
     if !w.truncated() {
-        send(loc, loaded.level, w.as_bytes());
+        send(loaded, w.as_bytes());
     }
     if let Some((entry, slot)) = slot {
         // Only now may other attempts count into the slot: its line exists at the launcher.
@@ -530,7 +421,9 @@ pub unsafe fn unguarded(
     reason: &str,
     refused: bool,
 ) {
-    let Some(loc) = loaded.locator else { return };
+    if loaded.locator.is_none() {
+        return;
+    }
     if chain::now().dry() {
         return; // decided again, and recorded, in the recording pass
     }
@@ -563,6 +456,6 @@ pub unsafe fn unguarded(
         ",\"refused\":false}"
     });
     if !w.truncated() {
-        send(&loc, loaded.level, w.as_bytes());
+        send(loaded, w.as_bytes());
     }
 }

@@ -32,8 +32,8 @@ static TABLE: [Entry; ENTRIES] = [EMPTY; ENTRIES];
 
 /// What to do with an attempt.
 pub enum Fold {
-    /// Counted in shared memory: nothing to send.
-    Counted,
+    /// Counted in shared memory, in this slot: nothing to send.
+    Counted(u64),
     /// First of its kind: send the event naming this slot, then `publish`.
     New { entry: usize, slot: u64 },
     /// Cannot be folded (table or counters full, or being published): send a plain event.
@@ -105,7 +105,7 @@ pub fn fold(counters: CounterMap, key: &KeyHash) -> Fold {
                 return Fold::Unfolded;
             }
             counters.add(slot);
-            return Fold::Counted;
+            return Fold::Counted(slot);
         }
     }
     Fold::Unfolded
