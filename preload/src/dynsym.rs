@@ -16,12 +16,13 @@ pub const DT_PLTRELSZ: i64 = 2;
 pub const DT_RELA: i64 = 7;
 pub const DT_RELASZ: i64 = 8;
 pub const DT_JMPREL: i64 = 23;
+/// The number of `R_*_RELATIVE` entries at the start of DT_RELA (glibc skips them as one run).
+pub const DT_RELACOUNT: i64 = 0x6fff_fff9;
 pub const DT_STRTAB: i64 = 5;
 pub const DT_SYMTAB: i64 = 6;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 const DT_VERSYM: i64 = 0x6fff_fff0;
 const STT_FUNC: u8 = 2;
-const STT_GNU_IFUNC: u8 = 10;
 /// versym bit of a non-default version (`name@VERSION`, not `name@@VERSION`).
 const VERSYM_HIDDEN: u16 = 0x8000;
 
@@ -133,6 +134,30 @@ impl Object<'_> {
         // and the GNU hash format describe; every index read is bounded by that format.
         unsafe { lookup(name, strtab, symtab, gnu_hash, versym) }.map(|v| self.bias + v)
     }
+
+    /// Every definition of function `name` in this object's own table (every version), as
+    /// absolute addresses.
+    pub fn definitions(&self, name: &CStr, mut each: impl FnMut(usize)) {
+        let (mut strtab, mut symtab, mut gnu_hash, mut versym) = (0usize, 0usize, 0usize, 0usize);
+        let found = self.dynamic(|tag, value| match tag {
+            DT_STRTAB => strtab = value,
+            DT_SYMTAB => symtab = value,
+            DT_GNU_HASH => gnu_hash = value,
+            DT_VERSYM => versym = value,
+            _ => {}
+        });
+        if !found || strtab == 0 || symtab == 0 || gnu_hash == 0 {
+            return;
+        }
+        let bias = self.bias;
+        // SAFETY: as in `function`.
+        unsafe {
+            definitions(name, strtab, symtab, gnu_hash, versym, &mut |value, _| {
+                each(bias + value);
+                false
+            })
+        };
+    }
 }
 
 /// Dynamic tags whose value is an address (the others are sizes, counts, flags, offsets).
@@ -161,6 +186,43 @@ unsafe fn lookup(
     gnu_hash_at: usize,
     versym: usize,
 ) -> Option<usize> {
+    let (mut default, mut hidden_match) = (None, None);
+    // SAFETY: the caller's tables.
+    unsafe {
+        definitions(
+            name,
+            strtab,
+            symtab,
+            gnu_hash_at,
+            versym,
+            &mut |value, hidden| {
+                if hidden {
+                    hidden_match = hidden_match.or(Some(value));
+                    false
+                } else {
+                    default = Some(value);
+                    true
+                }
+            },
+        )
+    };
+    default.or(hidden_match)
+}
+
+/// Calls `each` with the value of every definition of function `name` in one GNU hash table
+/// (every version; indirect functions left out: their value is the resolver), and whether it
+/// is a non-default version, until `each` returns true.
+///
+/// # Safety
+/// As for `lookup`.
+unsafe fn definitions(
+    name: &CStr,
+    strtab: usize,
+    symtab: usize,
+    gnu_hash_at: usize,
+    versym: usize,
+    each: &mut dyn FnMut(usize, bool) -> bool,
+) {
     let want = name.to_bytes();
     let hash = gnu_hash(want);
     let header = gnu_hash_at as *const u32;
@@ -171,38 +233,30 @@ unsafe fn lookup(
         let symoffset = *header.add(1);
         let bloom_size = *header.add(2) as usize;
         if nbuckets == 0 {
-            return None;
+            return;
         }
         let buckets = (header.add(4) as *const usize).add(bloom_size) as *const u32;
         let chains = buckets.add(nbuckets as usize);
         let mut index = *buckets.add((hash % nbuckets) as usize);
         if index < symoffset {
-            return None;
+            return;
         }
-        let mut hidden_match = None;
         loop {
             let chain_hash = *chains.add((index - symoffset) as usize);
             if (chain_hash | 1) == (hash | 1) {
                 let sym = &*(symtab as *const Elf64Sym).add(index as usize);
                 let kind = sym.st_info & 0xf;
                 let sym_name = CStr::from_ptr((strtab + sym.st_name as usize) as *const _);
-                if sym.st_shndx != 0
-                    && (kind == STT_FUNC || kind == STT_GNU_IFUNC)
-                    && sym_name.to_bytes() == want
-                {
+                if sym.st_shndx != 0 && kind == STT_FUNC && sym_name.to_bytes() == want {
                     let hidden = versym != 0
                         && *(versym as *const u16).add(index as usize) & VERSYM_HIDDEN != 0;
-                    if kind == STT_GNU_IFUNC {
-                        // An indirect function's value is its resolver, not the function.
-                    } else if !hidden {
-                        return Some(sym.st_value as usize);
-                    } else {
-                        hidden_match = hidden_match.or(Some(sym.st_value as usize));
+                    if each(sym.st_value as usize, hidden) {
+                        return;
                     }
                 }
             }
             if chain_hash & 1 != 0 {
-                return hidden_match;
+                return;
             }
             index += 1;
         }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libc::Elf64_Phdr;
 
 use crate::dynsym::{self, Elf64Sym, Object, Span};
-use crate::hooks::dlsym::{guard_function, resolve_chained};
+use crate::hooks::dlsym::{each_hooked, guard_function, resolve_chained};
 use crate::real;
 
 const R_X86_64_64: u32 = 1;
@@ -67,6 +67,76 @@ fn identity(object: &Object) -> (usize, usize) {
     (object.bias(), object.phdrs().as_ptr() as usize)
 }
 
+/// The addresses a bound, unguarded slot can hold: every definition in libc of a name the
+/// guard hooks (every version), and the functions the guard chains to. Sorted, so that a slot
+/// is tested with a binary search before its symbol's name is read (most slots of most
+/// objects point into libc at functions the guard does not hook).
+struct Known {
+    addrs: [usize; KNOWN_MAX],
+    len: usize,
+    /// False when more than KNOWN_MAX were found: every slot's name is then read.
+    complete: bool,
+}
+
+const KNOWN_MAX: usize = 160;
+
+impl Known {
+    fn gather(libc: Span) -> Known {
+        let mut k = Known {
+            addrs: [0; KNOWN_MAX],
+            len: 0,
+            complete: true,
+        };
+        let mut add = |addr: usize| {
+            if addr == 0 {
+                return;
+            }
+            if k.len == KNOWN_MAX {
+                k.complete = false;
+            } else {
+                k.addrs[k.len] = addr;
+                k.len += 1;
+            }
+        };
+        dynsym::walk(|object, span| {
+            if !(libc.start != 0 && span.contains(libc.start)) {
+                return false;
+            }
+            each_hooked(|name, chained| {
+                add(chained);
+                let mut buf = [0u8; 64];
+                if name.len() < buf.len() {
+                    buf[..name.len()].copy_from_slice(name);
+                    if let Ok(name) = CStr::from_bytes_until_nul(&buf) {
+                        object.definitions(name, &mut add);
+                    }
+                }
+            });
+            true
+        });
+        k.addrs[..k.len].sort_unstable();
+        k
+    }
+
+    /// Whether a slot holding `value` may need redirecting.
+    #[inline]
+    fn may_hold(&self, value: usize, libc: Span) -> bool {
+        let known = &self.addrs[..self.len];
+        if self.complete {
+            // Most slots hold an address outside the range (the object's own functions and
+            // data, libc's other functions): two compares.
+            match (known.first(), known.last()) {
+                (Some(&lo), Some(&hi)) if lo <= value && value <= hi => {
+                    known.binary_search(&value).is_ok()
+                }
+                _ => false,
+            }
+        } else {
+            libc.contains(value) || known.contains(&value)
+        }
+    }
+}
+
 /// Redirects the hooked names' slots (see the module comment); `since` tells which objects are
 /// new.
 pub fn redirect(since: &Mark) {
@@ -74,6 +144,7 @@ pub fn redirect(since: &Mark) {
     let libc = real::libc_span();
     let here = redirect as *const () as usize;
     let page = page_size();
+    let known = Known::gather(libc);
     // Whether `since.last` is still loaded: if not (unloaded meanwhile), new objects are
     // counted instead.
     let mut last_seen = false;
@@ -92,7 +163,7 @@ pub fn redirect(since: &Mark) {
         past_last |= identity(object) == since.last;
         let skip = span.contains(here) || (libc.start != 0 && span.contains(libc.start));
         if !skip {
-            redirect_object(object, span, libc, new, page);
+            redirect_object(object, span, &known, libc, new, page);
         }
         false
     });
@@ -106,12 +177,14 @@ fn page_size() -> usize {
     }
 }
 
-/// The relocation tables of one object: (address, size in bytes) of DT_RELA and DT_JMPREL.
+/// The relocation tables of one object: (address, size in bytes) of DT_RELA and DT_JMPREL,
+/// and how many relative relocations open DT_RELA (no symbol: skipped).
 struct Tables {
     symtab: usize,
     strtab: usize,
     rela: (usize, usize),
     jmprel: (usize, usize),
+    relative: usize,
 }
 
 fn tables(object: &Object) -> Option<Tables> {
@@ -120,6 +193,7 @@ fn tables(object: &Object) -> Option<Tables> {
         strtab: 0,
         rela: (0, 0),
         jmprel: (0, 0),
+        relative: 0,
     };
     let found = object.dynamic(|tag, value| match tag {
         dynsym::DT_SYMTAB => t.symtab = value,
@@ -128,32 +202,38 @@ fn tables(object: &Object) -> Option<Tables> {
         dynsym::DT_RELASZ => t.rela.1 = value,
         dynsym::DT_JMPREL => t.jmprel.0 = value,
         dynsym::DT_PLTRELSZ => t.jmprel.1 = value,
+        dynsym::DT_RELACOUNT => t.relative = value,
         _ => {}
     });
     (found && t.symtab != 0 && t.strtab != 0).then_some(t)
 }
 
-fn redirect_object(object: &Object, span: Span, libc: Span, new: bool, page: usize) {
+fn redirect_object(object: &Object, span: Span, known: &Known, libc: Span, new: bool, page: usize) {
     let Some(t) = tables(object) else { return };
-    for (at, size) in [t.rela, t.jmprel] {
+    for (at, size, skip) in [
+        (t.rela.0, t.rela.1, t.relative),
+        (t.jmprel.0, t.jmprel.1, 0),
+    ] {
         if at == 0 {
             continue;
         }
         let count = size / std::mem::size_of::<Elf64Rela>();
-        for i in 0..count {
+        for i in skip.min(count)..count {
             // SAFETY: DT_RELA/DT_JMPREL of a loaded object point at `size` bytes of Elf64_Rela
             // entries (x86-64 uses RELA only).
             let rela = unsafe { &*(at as *const Elf64Rela).add(i) };
-            redirect_slot(object, span, &t, rela, libc, new, page);
+            redirect_slot(object, span, &t, rela, known, libc, new, page);
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn redirect_slot(
     object: &Object,
     span: Span,
     t: &Tables,
     rela: &Elf64Rela,
+    known: &Known,
     libc: Span,
     new: bool,
     page: usize,
@@ -166,6 +246,16 @@ fn redirect_slot(
         _ => false,
     };
     if !wanted || index == 0 {
+        return;
+    }
+    let slot = object.bias().wrapping_add(rela.r_offset as usize);
+    if !slot.is_multiple_of(8) || !span.contains(slot) {
+        return;
+    }
+    // SAFETY: an aligned slot inside the object's mapped segments (checked above).
+    let value = unsafe { AtomicUsize::from_ptr(slot as *mut usize) }.load(Ordering::Relaxed);
+    let maybe_lazy = new && kind == R_X86_64_JUMP_SLOT && span.contains(value);
+    if !(maybe_lazy || (value != 0 && known.may_hold(value, libc))) {
         return;
     }
     // SAFETY: the symbol index of a relocation of this object indexes its DT_SYMTAB, and the
@@ -182,15 +272,8 @@ fn redirect_slot(
     let Some((ours, chained)) = guard_function(name.to_bytes()) else {
         return;
     };
-    let slot = object.bias().wrapping_add(rela.r_offset as usize);
-    if !slot.is_multiple_of(8) || !span.contains(slot) {
-        return;
-    }
-    // SAFETY: an aligned slot inside the object's mapped segments (checked above).
-    let value = unsafe { AtomicUsize::from_ptr(slot as *mut usize) }.load(Ordering::Relaxed);
     let unguarded = value != 0 && (libc.contains(value) || value == chained);
-    let lazy = new && kind == R_X86_64_JUMP_SLOT && span.contains(value);
-    if !(unguarded || (lazy && object.function(name).is_none())) {
+    if !(unguarded || (maybe_lazy && object.function(name).is_none())) {
         return;
     }
     let Some(target) = dynsym::own_function(ours) else {
@@ -254,6 +337,19 @@ mod tests {
         let (rela, jmprel) = seen.expect("libc has a dynamic section with symbols");
         assert!(rela > 0 && rela.is_multiple_of(std::mem::size_of::<Elf64Rela>()));
         assert!(jmprel.is_multiple_of(std::mem::size_of::<Elf64Rela>()));
+    }
+
+    #[test]
+    fn the_known_addresses_are_libcs_hooked_functions_only() {
+        let here = the_known_addresses_are_libcs_hooked_functions_only as *const () as usize;
+        let libc = real::libc_span();
+        let known = Known::gather(libc);
+        assert!(known.complete && known.len >= 60, "{} found", known.len);
+        let (sendto, _) = dynsym::next_function(c"sendto", here).expect("libc's sendto");
+        assert!(known.may_hold(sendto, libc));
+        let (getpid, _) = dynsym::next_function(c"getpid", here).expect("libc's getpid");
+        assert!(!known.may_hold(getpid, libc));
+        assert!(!known.may_hold(here, libc));
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod x86_64 {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::dynsym;
+    use crate::mem;
     use crate::real;
     use crate::rebind;
     use crate::verdict::{errno, set_errno};
@@ -145,24 +146,59 @@ mod x86_64 {
                 if ph.p_type != 1 || ph.p_flags & 5 != 5 || !(start <= caller && caller < end) {
                     continue;
                 }
-                // SAFETY: a loaded, readable segment of the object.
-                let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
-                let at = caller - start;
-                found = bytes[at..]
-                    .iter()
-                    .position(|&b| b == 0xc3)
-                    .map(|i| caller + i)
-                    .or_else(|| {
-                        bytes[..at]
-                            .iter()
-                            .rposition(|&b| b == 0xc3)
-                            .map(|i| start + i)
-                    })
-                    .unwrap_or(0);
+                found = scan_for_ret(start, end, caller);
             }
             true
         });
         found
+    }
+
+    /// The first 0xC3 byte at or after `caller` in `start..end`, else the last one before it;
+    /// one page at a time, each checked readable first (a segment the program made
+    /// execute-only is not read). 0: none.
+    fn scan_for_ret(start: usize, end: usize, caller: usize) -> usize {
+        const PAGE: usize = 4096;
+        let find = |from: usize, to: usize, backwards: bool| -> usize {
+            let mut page = if backwards {
+                (to - 1) & !(PAGE - 1)
+            } else {
+                from & !(PAGE - 1)
+            };
+            loop {
+                let lo = page.max(from);
+                let hi = (page + PAGE).min(to);
+                if lo < hi {
+                    if !mem::readable(lo as *const u8, hi - lo) {
+                        return 0;
+                    }
+                    // SAFETY: `lo..hi` lies in one readable page of a loaded segment.
+                    let bytes = unsafe { std::slice::from_raw_parts(lo as *const u8, hi - lo) };
+                    let hit = if backwards {
+                        bytes.iter().rposition(|&b| b == 0xc3)
+                    } else {
+                        bytes.iter().position(|&b| b == 0xc3)
+                    };
+                    if let Some(i) = hit {
+                        return lo + i;
+                    }
+                }
+                if backwards {
+                    if page <= from {
+                        return 0;
+                    }
+                    page -= PAGE;
+                } else {
+                    page += PAGE;
+                    if page >= to {
+                        return 0;
+                    }
+                }
+            }
+        };
+        match find(caller, end, false) {
+            0 if caller > start => find(start, caller, true),
+            found => found,
+        }
     }
 
     /// Calls `real` (dlopen) with `gadget` as its return address and this function's return
@@ -245,6 +281,26 @@ mod x86_64 {
             real = sym EGRESS_REAL_DLMOPEN,
             slow = sym dlmopen_slow_path,
         )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::scan_for_ret;
+
+        #[test]
+        fn finds_the_next_ret_byte_else_the_one_before() {
+            let mut code = vec![0x90u8; 3 * 4096];
+            let start = code.as_ptr() as usize;
+            let end = start + code.len();
+            code[100] = 0xc3;
+            assert_eq!(scan_for_ret(start, end, start + 5000), start + 100);
+            code[9000] = 0xc3;
+            assert_eq!(scan_for_ret(start, end, start + 5000), start + 9000);
+            assert_eq!(scan_for_ret(start, end, start + 9000), start + 9000);
+            code[100] = 0x90;
+            code[9000] = 0x90;
+            assert_eq!(scan_for_ret(start, end, start + 5000), 0);
+        }
     }
 }
 

@@ -171,6 +171,14 @@ pub(crate) fn guard_function(name: &[u8]) -> Option<(&'static CStr, usize)> {
     hooked(name).map(|e| (e.ours, e.real.map_or(0, Real::cached)))
 }
 
+/// Calls `each` with every name the guard hooks and the real function it chains to (0: none
+/// resolved).
+pub(crate) fn each_hooked(mut each: impl FnMut(&'static [u8], usize)) {
+    for entry in &HOOKED {
+        each(entry.name, entry.real.map_or(0, Real::cached));
+    }
+}
+
 /// Resolves every real function the hooked names chain to (a look-up each the first time).
 pub(crate) fn resolve_chained() {
     for entry in &HOOKED {
