@@ -327,8 +327,16 @@ impl EventSocket {
             collector.rejected += 1;
             return false;
         };
+        let keyless_member =
+            |collector: &Collector| key == [0; EVENT_KEY_LEN] && collector.in_tree(sender);
         let member = event::same_key(key, &self.key)
-            || (key == [0; EVENT_KEY_LEN] && collector.in_tree(sender));
+            || keyless_member(collector)
+            // A process forked by one of ours checked in through the shared area, which may
+            // not have been read yet (an orphan's child is known only from there).
+            || (key == [0; EVENT_KEY_LEN] && {
+                collector.scan_checkins(false);
+                keyless_member(collector)
+            });
         if !member {
             collector.rejected += 1;
             return false;

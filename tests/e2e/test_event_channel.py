@@ -162,7 +162,8 @@ def event_socket(launcher_pid):
     prefix = f"@egress-run.{launcher_pid}."
     for row in Path("/proc/net/unix").read_text().splitlines()[1:]:
         parts = row.split()
-        if len(parts) >= 8 and parts[7].startswith(prefix):
+        # The policy service listens at the same name plus ".policy" (a stream socket).
+        if len(parts) >= 8 and parts[7].startswith(prefix) and not parts[7].endswith(".policy"):
             return b"\0" + parts[7][1:].encode()
     return None
 
