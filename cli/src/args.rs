@@ -152,6 +152,9 @@ enum Sub {
     },
     /// Check what this machine allows the guard to do; exit 0 when it can guard here
     Doctor,
+    /// doctor's guarded check: a connect to its own loopback listener that must be refused
+    #[command(name = "__doctor-probe", hide = true)]
+    DoctorProbe { port: u16 },
 }
 
 /// What egress-run was asked to do.
@@ -168,6 +171,7 @@ pub enum Invocation {
         output: Option<PathBuf>,
     },
     Doctor,
+    DoctorProbe(u16),
 }
 
 /// The command-line definition, for the man page and shell completions (`make`).
@@ -236,6 +240,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
         }
         Some(Sub::Suggest { output, files }) => return Ok(Invocation::Suggest { files, output }),
         Some(Sub::Doctor) => return Ok(Invocation::Doctor),
+        Some(Sub::DoctorProbe { port }) => return Ok(Invocation::DoctorProbe(port)),
         None => {}
     }
     let mode = match (cli.audit, cli.mode) {

@@ -137,6 +137,7 @@ fn run() -> Result<Exit, Fatal> {
             return subcommands::suggest(&files, output.as_deref()).map(Exit::Code)
         }
         args::Invocation::Doctor => return doctor::run().map(Exit::Code),
+        args::Invocation::DoctorProbe(port) => return Ok(Exit::Code(doctor::probe(port))),
     };
     let library = handover::find_library()?;
     // Read before COMMAND starts: a bad baseline is egress-run's own failure (125).
