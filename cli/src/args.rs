@@ -46,14 +46,20 @@ egress-run suggest [-o PATH] FILE...\n       egress-run doctor",
 2001:db8::/32, each optionally with :PORT or :LOW-HIGH ([2001:db8::7]:443 for IPv6).\n\
 Exit status: COMMAND's own; 3 when block mode denied an attempt and COMMAND exited 0; \
 125 when egress-run failed before starting COMMAND; 126/127 when COMMAND could not be run.\n\n\
-Examples:\n  \
-egress-run --allow loopback --report egress.jsonl -- python -m pytest\n  \
-egress-run --audit --report audit.jsonl -- make test      # record, refuse nothing\n  \
-egress-run suggest -o egress.allow audit.jsonl            # an allow file from it\n  \
-egress-run --allow-file egress.allow -- make test         # then block the rest\n  \
-egress-run --baseline egress.allow --audit -- make test   # fail only on new egress\n  \
-egress-run report --format markdown egress.jsonl >> \"$GITHUB_STEP_SUMMARY\"\n  \
-egress-run doctor                                         # can the guard work here?\n\n\
+Examples:\n\
+\x20 Guard a test suite; allow only servers it starts itself:\n\
+\x20   egress-run --allow loopback --report egress.jsonl -- python -m pytest\n\
+\x20 Record what it reaches, refusing nothing; write an allow file from it:\n\
+\x20   egress-run --audit --report audit.jsonl -- make test\n\
+\x20   egress-run suggest -o egress.allow audit.jsonl\n\
+\x20 Then refuse everything else:\n\
+\x20   egress-run --allow-file egress.allow -- make test\n\
+\x20 Fail only on egress that is new since the baseline:\n\
+\x20   egress-run --audit --baseline egress.allow -- make test\n\
+\x20 Show a report (table, markdown, github, json):\n\
+\x20   egress-run report --format markdown egress.jsonl >> \"$GITHUB_STEP_SUMMARY\"\n\
+\x20 Check that the guard can work on this machine:\n\
+\x20   egress-run doctor\n\n\
 A program named report, suggest or doctor: egress-run [OPTIONS] -- report ..."
 )]
 struct Cli {
@@ -152,9 +158,6 @@ enum Sub {
     },
     /// Check what this machine allows the guard to do; exit 0 when it can guard here
     Doctor,
-    /// doctor's guarded check: a connect to its own loopback listener that must be refused
-    #[command(name = "__doctor-probe", hide = true)]
-    DoctorProbe { port: u16 },
 }
 
 /// What egress-run was asked to do.
@@ -172,6 +175,8 @@ pub enum Invocation {
     },
     Doctor,
     DoctorProbe(u16),
+    /// `--version`: egress-run's and the library's.
+    Version,
 }
 
 /// The command-line definition, for the man page and shell completions (`make`).
@@ -196,14 +201,24 @@ pub struct Config {
 
 const RESERVED: [&str; 3] = ["report", "suggest", "doctor"];
 
+/// doctor's guarded check (not part of the clap definition, so not in `--help`, the man page
+/// or completions): `egress-run __doctor-probe PORT`.
+const DOCTOR_PROBE: &str = "__doctor-probe";
+
 pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
+    if let [_, probe, port] = raw.as_slice() {
+        if probe == DOCTOR_PROBE {
+            if let Some(port) = port.to_str().and_then(|p| p.parse().ok()) {
+                return Ok(Invocation::DoctorProbe(port));
+            }
+        }
+    }
     let cli = match Cli::try_parse_from(&raw) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
             if e.kind() == ErrorKind::DisplayVersion {
-                crate::to_stdout(&crate::doctor::version_text());
-                std::process::exit(0);
+                return Ok(Invocation::Version);
             }
             if e.kind() == ErrorKind::DisplayHelp {
                 let _ = e.print();
@@ -240,7 +255,6 @@ pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
         }
         Some(Sub::Suggest { output, files }) => return Ok(Invocation::Suggest { files, output }),
         Some(Sub::Doctor) => return Ok(Invocation::Doctor),
-        Some(Sub::DoctorProbe { port }) => return Ok(Invocation::DoctorProbe(port)),
         None => {}
     }
     let mode = match (cli.audit, cli.mode) {

@@ -138,6 +138,10 @@ fn run() -> Result<Exit, Fatal> {
         }
         args::Invocation::Doctor => return doctor::run().map(Exit::Code),
         args::Invocation::DoctorProbe(port) => return Ok(Exit::Code(doctor::probe(port))),
+        args::Invocation::Version => {
+            to_stdout(&doctor::version_text());
+            return Ok(Exit::Code(0));
+        }
     };
     let library = handover::find_library()?;
     // Read before COMMAND starts: a bad baseline is egress-run's own failure (125).
