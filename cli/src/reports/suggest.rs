@@ -328,4 +328,77 @@ mod tests {
         assert!(rules(&text).is_empty(), "{text}");
         assert!(text.contains("# no rule can allow"));
     }
+
+    mod props {
+        use super::super::super::baseline::Baseline;
+        use super::super::super::{Attempt, DestKey, Kind, Reports};
+        use super::super::allow_file;
+        use proptest::prelude::*;
+
+        fn attempt() -> impl Strategy<Value = Attempt> {
+            let addr = prop_oneof![
+                Just("127.0.0.1".to_string()),
+                Just("::1".to_string()),
+                Just("203.0.113.10".to_string()),
+                Just("198.51.100.20".to_string()),
+                Just("2001:db8::10".to_string()),
+                Just("::ffff:192.0.2.1".to_string()),
+            ];
+            let host = prop_oneof![
+                Just(None),
+                Just(Some("allowed.test".to_string())),
+                Just(Some("Other.Test.".to_string())),
+                Just(Some("a.b.example".to_string())),
+            ];
+            (0u8..3, addr, host, any::<u16>(), any::<bool>(), 1u64..5).prop_map(
+                |(kind, addr, host, port, deny, count)| {
+                    let kind = [Kind::Connect, Kind::Send, Kind::Resolve][kind as usize];
+                    let resolve = kind == Kind::Resolve;
+                    Attempt {
+                        kind,
+                        pid: 1,
+                        exe: "/bin/p".into(),
+                        proto: (!resolve).then(|| "tcp".into()),
+                        addr: (!resolve).then_some(addr),
+                        port: (!resolve).then_some(port),
+                        host: if resolve {
+                            Some(host.unwrap_or_else(|| "x.test".into()))
+                        } else {
+                            host
+                        },
+                        deny,
+                        enforced: false,
+                        rule: (!deny).then(|| "loopback".into()),
+                        reason: None,
+                        count,
+                        file: 0,
+                    }
+                },
+            )
+        }
+
+        proptest! {
+            /// Every line `suggest` writes is a valid rule, and the rules cover every attempt
+            /// the report denied (so the same run passes in block mode).
+            #[test]
+            fn the_allow_file_parses_and_covers_every_denial(
+                attempts in proptest::collection::vec(attempt(), 0..30),
+                ephemeral in 1024u16..65535,
+            ) {
+                let r = Reports { attempts: attempts.clone(), ..Reports::default() };
+                let text = allow_file(&r, ephemeral);
+                let mut rules = Vec::new();
+                for line in text.lines() {
+                    let rule = line.split('#').next().unwrap().trim();
+                    if !rule.is_empty() {
+                        rules.push(egress_policy::parse_rule(rule).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?);
+                    }
+                }
+                let b = Baseline { rules };
+                for a in attempts.iter().filter(|a| a.deny) {
+                    prop_assert!(b.knows_dest(&DestKey::of(a)), "{a:?} not covered by:\n{text}");
+                }
+            }
+        }
+    }
 }
