@@ -63,8 +63,14 @@ struct Check {
 pub fn run() -> Result<i32, Fatal> {
     let mut checks = Vec::new();
     let library = check_library(&mut checks);
-    if let Some(path) = &library {
-        checks.push(check_preload(path));
+    match &library {
+        Some(path) => checks.push(check_preload(path)),
+        None => checks.push(Check {
+            name: "preload",
+            verdict: Verdict::Fail,
+            what: "not checked: it needs a library of egress-run's version".into(),
+            todo: None,
+        }),
     }
     checks.push(check_kernel());
     checks.push(check_userns());

@@ -4,7 +4,10 @@ summary of a long run (loopback ports grouped, colour only on a terminal)."""
 import json
 import os
 import pty
+import shutil
 import subprocess
+
+import pytest
 
 from conftest import OTHER_IP, V6_IP, guarded_env, py
 from workflow import dest_set, scenario, subcommand, summary_of
@@ -206,3 +209,24 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(loopback, egress_bin,
     assert "\x1b[" not in stderr_of({"NO_COLOR": "1"}, True)
     assert "\x1b[" not in stderr_of({}, False)
     assert "DENIED" in stderr_of({"NO_COLOR": "1"}, True)
+
+
+def test_unguarded_programs_are_listed(build_dir, run_guarded, egress_bin):
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed")
+    src = build_dir / "report-static.c"
+    src.write_text('#include <stdio.h>\nint main(void){puts("hi");return 0;}\n')
+    prog = build_dir / "report-static"
+    built = subprocess.run(["gcc", "-static", "-O1", "-o", str(prog), str(src)], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"gcc -static cannot build here: {built.stderr[:200]}")
+    res = run_guarded(["--audit"], [prog])
+    assert res.returncode == 0, res.describe()
+    table = subcommand(egress_bin, "report", res.report_path).stdout
+    assert "Programs the guard could not enter:" in table and f"{prog} ran unguarded" in table, table
+    md = subcommand(egress_bin, "report", "--format", "markdown", res.report_path).stdout
+    assert "ran unguarded" in md
+    gh = subcommand(egress_bin, "report", "--format", "github", res.report_path).stdout
+    assert any(l.startswith("::warning ") and "unguarded" in l for l in gh.splitlines()), gh
+    allow = subcommand(egress_bin, "suggest", res.report_path).stdout
+    assert f"# ran unguarded (block mode refuses it without --allow-unguarded): {prog}" in allow, allow

@@ -346,8 +346,16 @@ impl DestKey {
         }
     }
 
-    /// The rule that would allow it (as the live denial lines suggest it).
-    pub fn suggested_rule(&self) -> String {
+    /// The rule that would allow it, as the live denial lines suggest it; `loopback` for an
+    /// ephemeral loopback port (a server on port 0 gets another one next run).
+    pub fn suggested_rule(&self, ephemeral_from: u16) -> String {
+        if self.is_loopback()
+            && self.port.is_some_and(|p| {
+                group::PortClass::of(p, ephemeral_from) == group::PortClass::Ephemeral
+            })
+        {
+            return "loopback".to_string();
+        }
         egress_policy::suggest_rule(
             self.host.as_deref(),
             self.ip(),

@@ -184,6 +184,12 @@ fn render(r: &Reports, entries: BTreeMap<String, Entry>, cannot: BTreeSet<String
             ));
         }
     }
+    if r.mode() != "audit" {
+        out.push_str(
+            "# Not only audit runs: in block mode a refused lookup hides the connections that\n\
+             # would have followed it; an --audit run gives the complete rules.\n",
+        );
+    }
     out.push_str(
         "# Review it: each rule is a destination the run reached or tried to reach; keep only\n\
          # what it should. Use: egress-run --allow-file THIS_FILE -- COMMAND\n",

@@ -37,7 +37,7 @@ struct Cells {
     new: bool,
 }
 
-fn cells(row: &Row) -> Cells {
+fn cells(row: &Row, ephemeral_from: u16) -> Cells {
     match row {
         Row::One(d) => {
             let decision = match (d.key.deny, d.enforced) {
@@ -50,7 +50,7 @@ fn cells(row: &Row) -> Cells {
             } else if d.unliftable {
                 "(no rule can allow it)".to_string()
             } else {
-                format!("--allow {}", d.key.suggested_rule())
+                format!("--allow {}", d.key.suggested_rule(ephemeral_from))
             };
             let (dest, name) = if d.key.lookup {
                 (d.key.host.clone().unwrap_or_default(), String::new())
@@ -94,6 +94,37 @@ fn cells(row: &Row) -> Cells {
     }
 }
 
+/// `text` cut to at most `max` characters, with `...` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max.saturating_sub(3)).collect();
+    format!("{cut}...")
+}
+
+/// The programs the guard could not enter, one line each.
+fn unguarded_lines(r: &Reports) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    r.processes
+        .iter()
+        .filter(|p| !p.guarded)
+        .filter(|p| seen.insert((p.exe.clone(), p.refused)))
+        .map(|p| {
+            format!(
+                "{} {}: {}",
+                p.exe,
+                if p.refused {
+                    "was refused"
+                } else {
+                    "ran unguarded"
+                },
+                p.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 fn header(r: &Reports) -> Vec<String> {
     let mut out = Vec::new();
     for f in &r.files {
@@ -106,7 +137,7 @@ fn header(r: &Reports) -> Vec<String> {
                     if run.argv.is_empty() {
                         "?".into()
                     } else {
-                        run.argv.join(" ")
+                        shorten(&run.argv.join(" "), 100)
                     }
                 ));
             }
@@ -199,7 +230,7 @@ fn table(r: &Reports, dests: &[Dest], ephemeral_from: u16) -> String {
     .map(String::from)
     .to_vec()];
     for row in rows(dests, ephemeral_from) {
-        let c = cells(&row);
+        let c = cells(&row, ephemeral_from);
         grid.push(vec![
             if c.new {
                 format!("{} NEW", c.decision)
@@ -240,6 +271,13 @@ fn table(r: &Reports, dests: &[Dest], ephemeral_from: u16) -> String {
         }
         out.push_str(&pad_table(&grid));
     }
+    let unguarded = unguarded_lines(r);
+    if !unguarded.is_empty() {
+        out.push_str("\nPrograms the guard could not enter:\n");
+        for line in unguarded {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     out
 }
 
@@ -277,44 +315,31 @@ fn markdown(r: &Reports, dests: &[Dest], ephemeral_from: u16) -> String {
     let all = rows(dests, ephemeral_from);
     if all.is_empty() {
         out.push_str("No attempts recorded.\n");
-        return out;
+    } else {
+        out.push_str("| decision | proto | destination | name | count | programs | rule |\n");
+        out.push_str("| --- | --- | --- | --- | ---: | --- | --- |\n");
+        for row in all {
+            let c = cells(&row, ephemeral_from);
+            let decision = match (c.decision.as_str(), c.new) {
+                ("allowed", _) => "allowed".to_string(),
+                (d, true) => format!("**{d}** (new)"),
+                (d, false) => format!("**{d}**"),
+            };
+            let _ = writeln!(
+                out,
+                "| {decision} | {} | {} | {} | {} | {} | {} |",
+                md_escape(&c.proto),
+                code(&c.dest),
+                md_escape(&c.name),
+                c.count,
+                md_escape(&c.programs),
+                code(&c.rule)
+            );
+        }
     }
-    out.push_str("| decision | proto | destination | name | count | programs | rule |\n");
-    out.push_str("| --- | --- | --- | --- | ---: | --- | --- |\n");
-    for row in all {
-        let c = cells(&row);
-        let decision = match (c.decision.as_str(), c.new) {
-            ("allowed", _) => "allowed".to_string(),
-            (d, true) => format!("**{d}** (new)"),
-            (d, false) => format!("**{d}**"),
-        };
-        let _ = writeln!(
-            out,
-            "| {decision} | {} | {} | {} | {} | {} | {} |",
-            md_escape(&c.proto),
-            code(&c.dest),
-            md_escape(&c.name),
-            c.count,
-            md_escape(&c.programs),
-            code(&c.rule)
-        );
-    }
-    let unguarded: Vec<String> = r
-        .processes
+    let unguarded: Vec<String> = unguarded_lines(r)
         .iter()
-        .filter(|p| !p.guarded)
-        .map(|p| {
-            format!(
-                "- `{}` {}: {}",
-                md_escape(&p.exe),
-                if p.refused {
-                    "refused"
-                } else {
-                    "ran unguarded"
-                },
-                md_escape(p.reason.as_deref().unwrap_or(""))
-            )
-        })
+        .map(|l| format!("- {}", md_escape(l)))
         .collect();
     if !unguarded.is_empty() {
         out.push_str("\nPrograms the guard could not enter:\n\n");
@@ -342,7 +367,7 @@ fn github(r: &Reports, dests: &[Dest], ephemeral_from: u16) -> String {
         if !row.deny() {
             continue;
         }
-        let c = cells(&row);
+        let c = cells(&row, ephemeral_from);
         let enforced = c.decision == "DENIED";
         let what = if c.proto == "dns" {
             format!("lookup of {}", c.dest)
