@@ -126,7 +126,7 @@ struct Cli {
 pub enum FormatArg {
     /// Aligned columns for a terminal
     Table,
-    /// A GitHub-flavoured markdown table (for $GITHUB_STEP_SUMMARY)
+    /// A GitHub-flavoured markdown table, for a GitHub Actions job summary
     Markdown,
     /// GitHub Actions workflow commands: ::error per denied destination (::warning in audit mode)
     Github,

@@ -79,3 +79,20 @@ def test_the_installed_tree_works(installed):
     assert f"({installed / 'lib/egress-run/libegress_preload.so'})" in version.stdout, version.stdout
     doctor = subprocess.run([str(installed / "bin/egress-run"), "doctor"], capture_output=True, text=True)
     assert doctor.returncode == 0, doctor.stdout
+
+
+def test_fish_completes_subcommands_and_values(installed):
+    if not shutil.which("fish"):
+        pytest.skip("fish is not installed")
+    script = installed / "share/fish/vendor_completions.d/egress-run.fish"
+
+    def complete(line):
+        res = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return dict(l.split("\t", 1) if "\t" in l else (l, "") for l in res.stdout.splitlines())
+
+    got = complete("egress-run report --format ")
+    assert set(got) == {"table", "markdown", "github", "json"}, got
+    assert all(desc for desc in got.values()), got
+    assert {"report", "suggest", "doctor"} <= set(complete("egress-run "))
