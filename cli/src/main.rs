@@ -304,24 +304,7 @@ fn run() -> Result<Exit, Fatal> {
     };
     let (attempts, denied, mut destinations) = report::summarize(&collector.lines);
     // --baseline: only denials of destinations it does not know fail the run, in either mode.
-    let new_denied = baseline.as_ref().map(|b| {
-        for d in &mut destinations {
-            let key = reports::DestKey {
-                deny: d.decision == "deny",
-                lookup: d.addr.is_none(),
-                host: d.host.clone(),
-                addr: d.addr.clone(),
-                port: d.port,
-                proto: d.proto.clone(),
-            };
-            d.new = Some(key.deny && !b.knows_dest(&key));
-        }
-        destinations
-            .iter()
-            .filter(|d| d.new == Some(true))
-            .map(|d| d.count)
-            .sum::<u64>()
-    });
+    let new_denied = baseline.as_ref().map(|b| b.mark_summary(&mut destinations));
     let gate_denied = new_denied.map_or(denied > 0, |n| n > 0);
     // A refused unguarded exec deep in the tree fails the gate like a denied connect.
     let unverified = never_checked_in && !config.allow_unguarded;

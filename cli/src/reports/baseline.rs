@@ -79,6 +79,28 @@ impl Baseline {
         self.knows(k.host.as_deref(), k.ip(), k.port, k.lookup)
     }
 
+    /// Marks this run's summary destinations (`new`: denied and unknown); returns the attempts
+    /// to new destinations (the summary's `new_denied`).
+    pub fn mark_summary(&self, dests: &mut [crate::report::Destination]) -> u64 {
+        let mut new_denied = 0;
+        for d in dests {
+            let key = DestKey {
+                deny: d.decision == "deny",
+                lookup: d.addr.is_none(),
+                host: d.host.clone(),
+                addr: d.addr.clone(),
+                port: d.port,
+                proto: d.proto.clone(),
+            };
+            let new = key.deny && !self.knows_dest(&key);
+            d.new = Some(new);
+            if new {
+                new_denied += d.count;
+            }
+        }
+        new_denied
+    }
+
     /// Marks the denied destinations the baseline does not know as new.
     pub fn mark(&self, dests: &mut [Dest]) {
         for d in dests {
