@@ -11,8 +11,10 @@ FUZZ_CASES ?= 20000
 
 all: build
 
+# The man pages and shell completions come from the same clap definition as --help.
 build:
 	$(CARGO) build --release --workspace
+	$(RELEASE)/egress-run-gen $(RELEASE)/share
 
 # Unit and property tests, then every end-to-end test inside a private network namespace.
 test: build unit fuzz e2e
@@ -40,12 +42,26 @@ bench: build
 	PYTHON=$(PYTHON) scripts/bench/fetch.sh
 	scripts/sandbox.sh scripts/bench.sh
 
+MAN_PAGES := egress-run egress-run-report egress-run-suggest egress-run-doctor
+SHARE := $(DESTDIR)$(PREFIX)/share
+BASH_COMPLETION := $(SHARE)/bash-completion/completions/egress-run
+ZSH_COMPLETION := $(SHARE)/zsh/site-functions/_egress-run
+FISH_COMPLETION := $(SHARE)/fish/vendor_completions.d/egress-run.fish
+
 install: build
 	install -D -m 755 $(RELEASE)/egress-run $(DESTDIR)$(PREFIX)/bin/egress-run
 	install -D -m 755 $(RELEASE)/libegress_preload.so $(DESTDIR)$(PREFIX)/lib/egress-run/libegress_preload.so
+	for page in $(MAN_PAGES); do \
+		install -D -m 644 $(RELEASE)/share/man/$$page.1 $(SHARE)/man/man1/$$page.1 || exit 1; \
+	done
+	install -D -m 644 $(RELEASE)/share/completions/egress-run.bash $(BASH_COMPLETION)
+	install -D -m 644 $(RELEASE)/share/completions/_egress-run $(ZSH_COMPLETION)
+	install -D -m 644 $(RELEASE)/share/completions/egress-run.fish $(FISH_COMPLETION)
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/egress-run $(DESTDIR)$(PREFIX)/lib/egress-run/libegress_preload.so
+	for page in $(MAN_PAGES); do rm -f $(SHARE)/man/man1/$$page.1; done
+	rm -f $(BASH_COMPLETION) $(ZSH_COMPLETION) $(FISH_COMPLETION)
 
 clean:
 	$(CARGO) clean

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use egress_policy::{parse_rule, DenyAs, Mode, Rule};
 
 use crate::Fatal;
@@ -36,12 +36,36 @@ enum ExitStatusArg {
     name = "egress-run",
     version,
     about,
+    override_usage = "egress-run [OPTIONS] [--] COMMAND [ARGS]...\n       \
+egress-run report [--format FORMAT] FILE...\n       \
+egress-run suggest [-o PATH] FILE...\n       egress-run doctor",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    subcommand_negates_reqs = true,
     after_help = "Rules: loopback, example.com, *.example.com, 203.0.113.7, 203.0.113.0/24, \
 2001:db8::/32, each optionally with :PORT or :LOW-HIGH ([2001:db8::7]:443 for IPv6).\n\
 Exit status: COMMAND's own; 3 when block mode denied an attempt and COMMAND exited 0; \
-125 when egress-run failed before starting COMMAND; 126/127 when COMMAND could not be run."
+125 when egress-run failed before starting COMMAND; 126/127 when COMMAND could not be run.\n\n\
+Examples:\n\
+\x20 Guard a test suite; allow only servers it starts itself:\n\
+\x20   egress-run --allow loopback --report egress.jsonl -- python -m pytest\n\
+\x20 Record what it reaches, refusing nothing; write an allow file from it:\n\
+\x20   egress-run --audit --report audit.jsonl -- make test\n\
+\x20   egress-run suggest -o egress.allow audit.jsonl\n\
+\x20 Then refuse everything else:\n\
+\x20   egress-run --allow-file egress.allow -- make test\n\
+\x20 Fail only on egress that is new since the baseline:\n\
+\x20   egress-run --audit --baseline egress.allow -- make test\n\
+\x20 Show a report (table, markdown, github, json):\n\
+\x20   egress-run report --format markdown egress.jsonl >> \"$GITHUB_STEP_SUMMARY\"\n\
+\x20 Check that the guard can work on this machine:\n\
+\x20   egress-run doctor\n\n\
+A program named report, suggest or doctor: egress-run [OPTIONS] -- report ..."
 )]
 struct Cli {
+    #[command(subcommand)]
+    sub: Option<Sub>,
+
     /// block: refuse every attempt no rule allows; audit: allow all, record what block would do
     #[arg(long, value_enum, value_name = "MODE")]
     mode: Option<ModeArg>,
@@ -75,6 +99,11 @@ struct Cli {
     #[arg(long, short = 'q')]
     quiet: bool,
 
+    /// Known destinations (a report or an allow file): exit 3 only when a destination outside
+    /// it was denied (or, in audit mode, would have been)
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+
     /// Run programs the guard cannot enter (static, setuid, ...)
     #[arg(long)]
     allow_unguarded: bool,
@@ -93,6 +122,69 @@ struct Cli {
     command: Vec<OsString>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Aligned columns for a terminal
+    Table,
+    /// A GitHub-flavoured markdown table, for a GitHub Actions job summary
+    Markdown,
+    /// GitHub Actions workflow commands: ::error per denied destination (::warning in audit mode)
+    Github,
+    /// The summary object, recomputed from the lines
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Show one or more reports (the jobs of a CI matrix merge into one view)
+    Report {
+        #[arg(long, value_enum, default_value = "table")]
+        format: FormatArg,
+        /// Mark the denied destinations outside FILE (a report or an allow file) as new
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
+        /// Report files written with --report
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write an allow file that lets the same run(s) pass in block mode
+    Suggest {
+        /// Write it to PATH instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Report files written with --report (an audit run's are best)
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check what this machine allows the guard to do; exit 0 when it can guard here
+    Doctor,
+}
+
+/// What egress-run was asked to do.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Config),
+    Report {
+        files: Vec<PathBuf>,
+        format: FormatArg,
+        baseline: Option<PathBuf>,
+    },
+    Suggest {
+        files: Vec<PathBuf>,
+        output: Option<PathBuf>,
+    },
+    Doctor,
+    DoctorProbe(u16),
+    /// `--version`: egress-run's and the library's.
+    Version,
+}
+
+/// The command-line definition, for the man page and shell completions (`make`).
+#[allow(dead_code)]
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Everything egress-run was asked to do, validated.
 #[derive(Debug)]
 pub struct Config {
@@ -103,30 +195,68 @@ pub struct Config {
     pub quiet: bool,
     pub allow_unguarded: bool,
     pub command_status: bool,
+    pub baseline: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
 
-const RESERVED: [&str; 2] = ["report", "suggest"];
+const RESERVED: [&str; 3] = ["report", "suggest", "doctor"];
 
-pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
+/// doctor's guarded check (not part of the clap definition, so not in `--help`, the man page
+/// or completions): `egress-run __doctor-probe PORT`.
+const DOCTOR_PROBE: &str = "__doctor-probe";
+
+pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
+    if let [_, probe, port] = raw.as_slice() {
+        if probe == DOCTOR_PROBE {
+            if let Some(port) = port.to_str().and_then(|p| p.parse().ok()) {
+                return Ok(Invocation::DoctorProbe(port));
+            }
+        }
+    }
     let cli = match Cli::try_parse_from(&raw) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            if e.kind() == ErrorKind::DisplayVersion {
+                return Ok(Invocation::Version);
+            }
+            if e.kind() == ErrorKind::DisplayHelp {
                 let _ = e.print();
                 std::process::exit(0);
             }
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
+            let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+            let mut first = lines
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ")
                 .to_string();
+            // "the following required arguments were not provided:" names them next.
+            if first.ends_with(':') {
+                if let Some(next) = lines.next() {
+                    first.push(' ');
+                    first.push_str(next.trim());
+                }
+            }
             return Err(Fatal::new(first, what_to_do(&e)));
         }
     };
+    match cli.sub {
+        Some(Sub::Report {
+            format,
+            baseline,
+            files,
+        }) => {
+            return Ok(Invocation::Report {
+                files,
+                format,
+                baseline,
+            })
+        }
+        Some(Sub::Suggest { output, files }) => return Ok(Invocation::Suggest { files, output }),
+        Some(Sub::Doctor) => return Ok(Invocation::Doctor),
+        None => {}
+    }
     let mode = match (cli.audit, cli.mode) {
         (true, Some(ModeArg::Block)) => {
             return Err(Fatal::new(
@@ -140,7 +270,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
     if let Some(first) = cli.command.first().and_then(|c| c.to_str()) {
         if RESERVED.contains(&first) && !after_double_dash(&raw, first) {
             return Err(Fatal::new(
-                format!("'{first}' is reserved for a subcommand this version does not have"),
+                format!("'{first}' is a subcommand and takes no run options"),
                 format!("to guard a program named {first}, write: egress-run -- {first} ..."),
             ));
         }
@@ -152,7 +282,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
     for path in &cli.allow_file {
         rules.extend(read_allow_file(path)?);
     }
-    Ok(Config {
+    Ok(Invocation::Run(Config {
         mode,
         deny_as: match cli.deny_as {
             DenyAsArg::Eacces => DenyAs::Eacces,
@@ -163,8 +293,9 @@ pub fn parse(raw: Vec<OsString>) -> Result<Config, Fatal> {
         quiet: cli.quiet,
         allow_unguarded: cli.allow_unguarded,
         command_status: cli.exit_status == Some(ExitStatusArg::Command),
+        baseline: cli.baseline,
         command: cli.command,
-    })
+    }))
 }
 
 /// The second half of a command-line error: for a value outside a fixed set (`--mode`,

@@ -10,10 +10,13 @@
 
 mod args;
 mod collector;
+mod doctor;
 mod handover;
 mod policy_service;
 mod report;
+mod reports;
 mod spawn;
+mod subcommands;
 mod unguarded;
 
 use std::ffi::OsString;
@@ -86,6 +89,13 @@ pub fn to_stderr(text: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
 }
 
+/// Writes `text` to stdout (the subcommands' output); a closed pipe is not an error.
+pub fn to_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
+}
+
 /// Opens /dev/null on whichever of descriptors 0-2 is closed, as std's runtime does, so that
 /// the memfds and the socket never take those numbers (stderr output would land in them, and
 /// COMMAND would inherit them as its stdio).
@@ -116,8 +126,30 @@ fn open_missing_stdio() {
 
 fn run() -> Result<Exit, Fatal> {
     let raw: Vec<OsString> = std::env::args_os().collect();
-    let config = args::parse(raw)?;
+    let config = match args::parse(raw)? {
+        args::Invocation::Run(config) => config,
+        args::Invocation::Report {
+            files,
+            format,
+            baseline,
+        } => return subcommands::report(&files, format, baseline.as_deref()).map(Exit::Code),
+        args::Invocation::Suggest { files, output } => {
+            return subcommands::suggest(&files, output.as_deref()).map(Exit::Code)
+        }
+        args::Invocation::Doctor => return doctor::run().map(Exit::Code),
+        args::Invocation::DoctorProbe(port) => return Ok(Exit::Code(doctor::probe(port))),
+        args::Invocation::Version => {
+            to_stdout(&doctor::version_text());
+            return Ok(Exit::Code(0));
+        }
+    };
     let library = handover::find_library()?;
+    // Read before COMMAND starts: a bad baseline is egress-run's own failure (125).
+    let baseline = config
+        .baseline
+        .as_deref()
+        .map(reports::baseline::Baseline::load)
+        .transpose()?;
     let journal = match &config.report {
         Some(path) => report::Journal::create(path).map_err(|e| {
             Fatal::new(
@@ -285,11 +317,15 @@ fn run() -> Result<Exit, Fatal> {
             (None, EXIT_CANNOT_EXECUTE)
         }
     };
-    let (attempts, denied, destinations) = report::summarize(&collector.lines);
+    let (attempts, denied, mut destinations) = report::summarize(&collector.lines);
+    // --baseline: only denials of destinations it does not know fail the run, in either mode.
+    let new_denied = baseline.as_ref().map(|b| b.mark_summary(&mut destinations));
+    let gate_denied = new_denied.map_or(denied > 0, |n| n > 0);
     // A refused unguarded exec deep in the tree fails the gate like a denied connect.
     let unverified = never_checked_in && !config.allow_unguarded;
-    let exit_code = if collector.mode() == Mode::Block
-        && (denied > 0 || collector.refused_unguarded > 0 || unverified)
+    let block = collector.mode() == Mode::Block;
+    let exit_code = if (block || baseline.is_some())
+        && (gate_denied || (block && (collector.refused_unguarded > 0 || unverified)))
         && exit_code == 0
         && !config.command_status
     {
@@ -308,13 +344,17 @@ fn run() -> Result<Exit, Fatal> {
         destinations,
         still_running: report::still_running(&collector.pids),
         events_rejected: collector.rejected,
+        new_denied,
     };
     // A command that never started has nothing to summarise; its error was printed above.
     if !config.quiet && command_status.is_some() {
         to_stderr(&report::human_summary(
             config.mode,
             &summary,
+            &collector.lines,
+            baseline.as_ref(),
             config.report.as_deref(),
+            doctor::colour_on_stderr(),
         ));
     }
     collector.write_line(&summary);

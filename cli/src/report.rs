@@ -109,6 +109,9 @@ pub struct Destination {
     pub proto: Option<String>,
     pub decision: String,
     pub count: u64,
+    /// Extension (`--baseline`): a denied destination the baseline does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -128,6 +131,9 @@ pub struct SummaryLine {
     /// Datagrams dropped because they did not come from the run's tree (no or a wrong event
     /// key, not framed as events): forged, replayed from another run, or stray.
     pub events_rejected: u64,
+    /// Extension (`--baseline`): denied attempts to destinations outside the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_denied: Option<u64>,
 }
 
 /// The pids among `pids` that are still alive (not zombies) now.
@@ -186,6 +192,7 @@ pub fn summarize(lines: &[Line]) -> (u64, u64, Vec<Destination>) {
                     proto: a.proto.clone(),
                     decision: a.decision.clone(),
                     count: a.count,
+                    new: None,
                 });
             }
         }
@@ -270,22 +277,26 @@ impl Journal {
     }
 }
 
-fn show_dest(d: &Destination) -> String {
-    match (&d.addr, d.port) {
-        (Some(addr), Some(port)) if addr.contains(':') => format!("[{addr}]:{port}"),
-        (Some(addr), Some(port)) => format!("{addr}:{port}"),
-        _ => d.host.clone().unwrap_or_default(),
-    }
-}
-
-/// The short human summary printed on stderr at exit.
+/// The short human summary printed on stderr at exit. Loopback ports are grouped by program
+/// and port class when there are many (crate::reports::group); colour only when `colour`.
 pub fn human_summary(
     mode: Mode,
     summary: &SummaryLine,
+    lines: &[Line],
+    baseline: Option<&crate::reports::baseline::Baseline>,
     report: Option<&std::path::Path>,
+    colour: bool,
 ) -> String {
+    use crate::reports::group::{ephemeral_from, rows, Row};
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
     let mut out = format!(
-        "egress-run: {} mode: {} process{}, {} attempt{}, {} denied{}\n",
+        "egress-run: {} mode: {} process{}, {} attempt{}, {} denied{}",
         mode.as_str(),
         summary.processes,
         if summary.processes == 1 { "" } else { "es" },
@@ -298,34 +309,64 @@ pub fn human_summary(
             ""
         }
     );
-    let mut dests: Vec<&Destination> = summary.destinations.iter().collect();
-    dests.sort_by_key(|d| d.decision != "deny");
-    const SHOWN: usize = 20;
-    for d in dests.iter().take(SHOWN) {
-        let what = if d.addr.is_some() {
-            format!("{} {}", d.proto.as_deref().unwrap_or("?"), show_dest(d))
-        } else {
-            "dns".to_string()
-        };
-        let name = match (&d.host, &d.addr) {
-            (Some(h), Some(_)) => format!(" ({h})"),
-            (Some(h), None) => format!(" {h}"),
-            _ => String::new(),
-        };
-        out.push_str(&format!(
-            "  {:<7} {what}{name} x{}\n",
-            if d.decision == "deny" {
-                "DENIED"
-            } else {
-                "allowed"
-            },
-            d.count
-        ));
+    if let Some(new) = summary.new_denied {
+        out.push_str(&format!(", {new} outside the baseline"));
     }
-    if dests.len() > SHOWN {
+    out.push('\n');
+    let seen = crate::reports::Reports::from_lines(lines);
+    let mut dests = seen.destinations();
+    if let Some(b) = baseline {
+        b.mark(&mut dests);
+    }
+    let rows = rows(&dests, ephemeral_from());
+    const SHOWN: usize = 20;
+    for row in rows.iter().take(SHOWN) {
+        let (what, count, new) = match row {
+            Row::One(d) => {
+                let what = if d.key.lookup {
+                    format!("dns {}", d.key.host.as_deref().unwrap_or("?"))
+                } else {
+                    let name = d
+                        .key
+                        .host
+                        .as_ref()
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default();
+                    format!(
+                        "{} {}{name}",
+                        d.key.proto.as_deref().unwrap_or("?"),
+                        d.key.shown()
+                    )
+                };
+                (what, d.count, d.new)
+            }
+            Row::Group(g) => (
+                format!(
+                    "{} {} by {}",
+                    g.proto.as_deref().unwrap_or("?"),
+                    g.shown(),
+                    g.program
+                ),
+                g.count,
+                g.new,
+            ),
+        };
+        let decision = if row.deny() {
+            paint("1;31", "DENIED ")
+        } else {
+            paint("32", "allowed")
+        };
+        let new = if new {
+            paint("1;33", " NEW")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("  {decision} {what} x{count}{new}\n"));
+    }
+    if rows.len() > SHOWN {
         out.push_str(&format!(
             "  ... and {} more destinations\n",
-            dests.len() - SHOWN
+            rows.len() - SHOWN
         ));
     }
     if !summary.still_running.is_empty() {

@@ -56,6 +56,17 @@ extern "C" fn egress_preload_init(
 static INIT: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) =
     egress_preload_init;
 
+/// The library's version, for `egress-run --version` and `egress-run doctor`, which find it
+/// by reading the file (never by loading it): a launcher and a library of different builds
+/// may disagree on the policy format.
+#[used]
+static VERSION_MARK: &[u8] = concat!(
+    "EGRESS_RUN_LIBRARY_VERSION=",
+    env!("CARGO_PKG_VERSION"),
+    "\0"
+)
+.as_bytes();
+
 /// A probe for the end-to-end tests: panics and catches the panic inside this library, and
 /// returns 1 when the unwinder (linked in statically, see build.rs) brought it back. A program
 /// may call it; it changes nothing.
