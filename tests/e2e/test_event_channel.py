@@ -244,3 +244,15 @@ def test_a_process_killed_before_any_attempt_is_reported(run_guarded):
     pid = int(res.stdout.split()[0])
     procs = [o for o in res.lines("process") if o["pid"] == pid]
     assert procs and procs[-1]["guarded"] is True, res.describe()
+
+
+def test_a_report_to_a_pipe_is_written_as_the_run_goes(egress_bin):
+    # `--report /dev/stdout | jq ...`: the lines arrive while the run goes, and the end is not
+    # an error (a pipe cannot be flushed to disk).
+    p = spawn([egress_bin, "--quiet", "--allow", "loopback", "--report", "/dev/stdout", "--",
+               "/bin/sh", "-c", "exit 0"], env=guarded_env())
+    out, err = finish(p)
+    assert p.returncode == 0, (p.returncode, err)
+    lines, problems = parse_report(out.encode(), p.returncode, "block")
+    assert not problems, (problems, out)
+    assert [o["type"] for o in lines][0] == "run" and lines[-1]["type"] == "summary", out
