@@ -306,3 +306,57 @@ def test_a_process_without_a_policy_is_heard_as_part_of_the_tree(run_guarded, lo
     conns = res.attempts("connect", pid=child, port=port)
     assert [c["decision"] for c in conns] == ["deny"], res.describe()
     assert res.summary["events_rejected"] == 0, res.describe()
+
+
+# COMMAND forks a child (PR_SET_PDEATHSIG is COMMAND's alone: the child outlives egress-run),
+# prints its pid and either waits to be killed or exits at once. The child waits for a file,
+# then connects to a destination the rules allow and writes the errno it got.
+ORPHAN = r"""
+import os, socket, sys, time
+port, go, out, how = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for _ in range(1200):  # about 60 s at most: never an orphan for long
+        if os.path.exists(go):
+            break
+        time.sleep(0.05)
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port)); err = 0
+    except OSError as e:
+        err = e.errno
+    with open(out + ".tmp", "w") as f:
+        f.write(str(err))
+    os.rename(out + ".tmp", out)
+    os._exit(0)
+print(pid, flush=True)
+if how == "wait":
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["killed", "ended"])
+def test_a_process_left_by_a_killed_launcher_fails_closed(how, egress_bin, loopback, tmp_path):
+    """Killed: the child's next new attempt finds the launcher gone without the run having
+    ended, and is refused (block mode). Ended normally: the child goes on under its policy."""
+    go, out = tmp_path / "go", tmp_path / "out"
+    p = spawn([egress_bin, "--quiet", "--allow", "loopback", "--", PYTHON, "-c", ORPHAN,
+               loopback.tcp1.port, go, out, "wait" if how == "killed" else "exit"], env=guarded_env())
+    try:
+        int(p.stdout.readline())
+        if how == "killed":
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=RUN_TIMEOUT)
+        go.touch()
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert out.exists(), "the child never tried"
+        got = int(out.read_text())
+    finally:
+        kill_tree(p)
+        p.communicate()
+    assert got == (13 if how == "killed" else 0), got
