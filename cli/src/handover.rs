@@ -85,6 +85,14 @@ impl SharedCounters {
         })
     }
 
+    /// Tells the tree that the run ended normally (the check-in area's second word): a
+    /// process that outlives it and finds the event socket gone goes on under its policy,
+    /// where one that finds it gone without this fails closed (the launcher was killed).
+    pub fn end_run(&self) {
+        // SAFETY: the area's second word, in our mapping.
+        unsafe { (*self.checkin_word(8)).store(1, Ordering::Release) };
+    }
+
     /// Where the next check-in record will go (the area's `next` word), within the area.
     pub fn checkin_next(&self) -> u64 {
         // SAFETY: the area's first word; the mapping lives as long as self.

@@ -273,6 +273,8 @@ fn run() -> Result<Exit, Fatal> {
         }
     };
 
+    // Processes that outlive the run (daemons) are not orphaned by a killed launcher.
+    sealed.counters.end_run();
     // The final fold: every count that grew since the file last said.
     collector.add_shared_counts();
     let _ = collector.write_counts();

@@ -271,8 +271,10 @@ impl Journal {
             return Err(e);
         }
         match self.file {
-            Some(file) => file.sync_all(),
-            None => Ok(()),
+            // A pipe or a terminal (`--report /dev/stdout`) has nothing to flush to disk, and
+            // fsync would fail on it (EINVAL).
+            Some(file) if file.metadata()?.is_file() => file.sync_all(),
+            _ => Ok(()),
         }
     }
 }

@@ -53,6 +53,16 @@ impl CounterMap {
         }
     }
 
+    /// Whether the launcher said its run ended normally (the check-in area's second word).
+    pub fn run_ended(&self) -> bool {
+        if self.checkin == 0 {
+            return false;
+        }
+        // SAFETY: the area's second word (8-aligned), shared, never unmapped; the launcher
+        // stores it atomically.
+        unsafe { (*((self.checkin + 8) as *const AtomicU64)).load(Ordering::Acquire) != 0 }
+    }
+
     /// Writes `body` (a `process` record) into the check-in area; false when there is no
     /// area or no room left in it (then it is sent as a datagram).
     pub fn check_in(&self, body: &[u8]) -> bool {
@@ -98,6 +108,16 @@ impl Loaded {
             Ok(view) => view.mode(),
             Err(_) => Mode::Block,
         }
+    }
+
+    /// Whether this level refuses an attempt with `verdict`: a denial in block mode, and in
+    /// block mode anything at all once the launcher was killed before its run ended (nobody
+    /// would record it; docs/threat-model.md, *The event channel*).
+    pub fn refuses(&self, verdict: crate::verdict::Verdict) -> bool {
+        verdict.refuses(self.mode())
+            || (self.mode() == Mode::Block
+                && matches!(verdict, crate::verdict::Verdict::Allow { .. })
+                && crate::channel::lost(self.level))
     }
 
     /// How refusals look. Without a policy (fail closed) the default: nothing says otherwise.

@@ -245,3 +245,119 @@ def test_a_process_killed_before_any_attempt_is_reported(run_guarded):
     pid = int(res.stdout.split()[0])
     procs = [o for o in res.lines("process") if o["pid"] == pid]
     assert procs and procs[-1]["guarded"] is True, res.describe()
+
+
+def test_a_report_to_a_pipe_is_written_as_the_run_goes(egress_bin):
+    # `--report /dev/stdout | jq ...`: the lines arrive while the run goes, and the end is not
+    # an error (a pipe cannot be flushed to disk).
+    p = spawn([egress_bin, "--quiet", "--allow", "loopback", "--report", "/dev/stdout", "--",
+               "/bin/sh", "-c", "exit 0"], env=guarded_env())
+    out, err = finish(p)
+    assert p.returncode == 0, (p.returncode, err)
+    lines, problems = parse_report(out.encode(), p.returncode, "block")
+    assert not problems, (problems, out)
+    assert [o["type"] for o in lines][0] == "run" and lines[-1]["type"] == "summary", out
+
+
+# A process of the tree without a policy has no key: it is accepted because the kernel names
+# it as the sender and it descends from egress-run. It is started here with a raw fork (no
+# fork handler: it never checks in with the key) and a raw execve with a locator whose device
+# number is wrong (so it fails closed), then tries a connect.
+NO_KEY = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_FORK, SYS_EXECVE = 57, 59
+port = sys.argv[1]
+loc = os.environ["EGRESS_RUN_POLICY"].split(";")[0].split(":")
+loc[3] = str(int(loc[3]) + 1)
+env = dict(os.environ, EGRESS_RUN_POLICY=":".join(loc))
+code = ("import socket, sys\n"
+        "s = socket.socket()\n"
+        "try:\n"
+        "    s.connect(('127.0.0.1', int(sys.argv[1])))\n"
+        "except OSError as e:\n"
+        "    print('errno', e.errno, flush=True)\n")
+argv = [sys.executable.encode(), b"-c", code.encode(), port.encode()]
+envp = [f"{k}={v}".encode() for k, v in env.items()]
+c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+c_envp = (ctypes.c_char_p * (len(envp) + 1))(*envp, None)
+path = ctypes.c_char_p(sys.executable.encode())
+pid = libc.syscall(SYS_FORK)
+if pid == 0:
+    libc.syscall(SYS_EXECVE, path, c_argv, c_envp)
+    os._exit(127)
+print("child", pid, flush=True)
+# Left a zombie for a while: egress-run places a sender by its /proc entry, which goes when the
+# process is reaped (a sender gone before its first datagram is read cannot be placed).
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+import time; time.sleep(1)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="raw system call numbers of x86-64")
+def test_a_process_without_a_policy_is_heard_as_part_of_the_tree(run_guarded, loopback):
+    port = loopback.tcp1.port
+    res = run_guarded(["--allow", "loopback"], [PYTHON, "-c", NO_KEY, port])
+    assert res.returncode == 3, res.describe()
+    child = int(res.stdout.split("child", 1)[1].split()[0])
+    assert "errno 13" in res.stdout, res.describe()
+    procs = [o for o in res.lines("process") if o["pid"] == child]
+    assert procs and "policy_error" in procs[-1], res.describe()
+    conns = res.attempts("connect", pid=child, port=port)
+    assert [c["decision"] for c in conns] == ["deny"], res.describe()
+    assert res.summary["events_rejected"] == 0, res.describe()
+
+
+# COMMAND forks a child (PR_SET_PDEATHSIG is COMMAND's alone: the child outlives egress-run),
+# prints its pid and either waits to be killed or exits at once. The child waits for a file,
+# then connects to a destination the rules allow and writes the errno it got.
+ORPHAN = r"""
+import os, socket, sys, time
+port, go, out, how = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for _ in range(1200):  # about 60 s at most: never an orphan for long
+        if os.path.exists(go):
+            break
+        time.sleep(0.05)
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port)); err = 0
+    except OSError as e:
+        err = e.errno
+    with open(out + ".tmp", "w") as f:
+        f.write(str(err))
+    os.rename(out + ".tmp", out)
+    os._exit(0)
+print(pid, flush=True)
+if how == "wait":
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["killed", "ended"])
+def test_a_process_left_by_a_killed_launcher_fails_closed(how, egress_bin, loopback, tmp_path):
+    """Killed: the child's next new attempt finds the launcher gone without the run having
+    ended, and is refused (block mode). Ended normally: the child goes on under its policy."""
+    go, out = tmp_path / "go", tmp_path / "out"
+    p = spawn([egress_bin, "--quiet", "--allow", "loopback", "--", PYTHON, "-c", ORPHAN,
+               loopback.tcp1.port, go, out, "wait" if how == "killed" else "exit"], env=guarded_env())
+    try:
+        int(p.stdout.readline())
+        if how == "killed":
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=RUN_TIMEOUT)
+        go.touch()
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert out.exists(), "the child never tried"
+        got = int(out.read_text())
+    finally:
+        kill_tree(p)
+        p.communicate()
+    assert got == (13 if how == "killed" else 0), got

@@ -14,7 +14,8 @@ use crate::wire::EVENT_KEY_LEN;
 /// in the counters memfd (at `slots * 8`) and is this long:
 ///
 /// ```text
-/// area    next:u64 (byte offset of the next free record; starts at CHECKIN_ALIGN)  pad to 64
+/// area    next:u64 (byte offset of the next free record; starts at CHECKIN_ALIGN)
+///         ended:u64 (set to 1 by the launcher when the run ended normally)  pad to 64
 /// record  at a multiple of CHECKIN_ALIGN: header:u64  body (one JSON object, UTF-8)  zero pad
 ///         header = CHECKIN_MAGIC | body_len << 32, stored (release) after the body; 0 until then
 /// ```

@@ -8,7 +8,7 @@
 //! before the guarded call proceeds or is refused, so nothing is lost to a crash, `SIGKILL`,
 //! `_exit` or `exec`.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use egress_policy::{Locator, MAX_LEVELS};
 use libc::c_int;
@@ -19,6 +19,32 @@ use crate::state::Loaded;
 /// Each level's event socket (a nested run reports to every level's launcher).
 static SOCK_FD: [AtomicI32; MAX_LEVELS] = [const { AtomicI32::new(-1) }; MAX_LEVELS];
 static SOCK_INO: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
+
+/// Each level's launcher died before its run ended (its socket is gone, and it never said the
+/// run was over): that level refuses every new attempt in block mode (`lost`).
+static LOST: [AtomicBool; MAX_LEVELS] = [const { AtomicBool::new(false) }; MAX_LEVELS];
+
+/// Whether `level`'s launcher was found dead before its run ended.
+pub fn lost(level: usize) -> bool {
+    LOST.get(level).is_some_and(|l| l.load(Ordering::Relaxed))
+}
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The launcher's socket refused an event. After a normal end of the run (the launcher says
+/// so in the shared area) that only means nobody records this process any more (a daemon that
+/// outlived the run); otherwise the launcher was killed, and this level fails closed.
+#[cold]
+fn launcher_gone(loaded: &Loaded) {
+    let ended = loaded.counters().is_some_and(|c| c.run_ended());
+    if !ended {
+        if let Some(l) = LOST.get(loaded.level) {
+            l.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A `process` record: into the shared check-in area when the process has one (no system
 /// call, and the launcher need not wake up for it), else as a datagram.
@@ -108,6 +134,9 @@ pub fn send(loaded: &Loaded, msg: &[u8]) {
     };
     let header = egress_policy::event::header(&key);
     let Some((fd, private)) = socket(&loc, loaded.level) else {
+        if errno() == libc::ECONNREFUSED {
+            launcher_gone(loaded);
+        }
         return;
     };
     let Some(sendmsg) = (unsafe {
@@ -133,7 +162,10 @@ pub fn send(loaded: &Loaded, msg: &[u8]) {
     // SAFETY: hdr names two iovecs over buffers valid for reads of their lengths; one datagram
     // on our connected socket. MSG_NOSIGNAL: a gone launcher must not kill the program.
     // Blocking when the launcher's queue is full is intended back-pressure.
-    unsafe { sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) };
+    let sent = unsafe { sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) };
+    if sent < 0 && errno() == libc::ECONNREFUSED {
+        launcher_gone(loaded);
+    }
     if private {
         // A socket we opened for this send only (lost the race to publish it, or no high
         // number was free).

@@ -127,7 +127,7 @@ pub fn after(work: impl Fn(&Loaded)) {
 
 /// Block mode refuses a denial; audit mode lets everything proceed.
 pub fn action_for(loaded: &Loaded, verdict: crate::verdict::Verdict) -> Action {
-    if verdict.refuses(loaded.mode()) {
+    if loaded.refuses(verdict) {
         Action::Refuse
     } else {
         Action::Proceed

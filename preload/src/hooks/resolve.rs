@@ -77,7 +77,7 @@ pub(crate) fn plan(
         Lookup::Dns(verdict) => verdict,
     };
     channel::record_lookup(loaded, call, name, verdict);
-    if verdict.refuses(loaded.mode()) {
+    if loaded.refuses(verdict) {
         return Plan::Refuse;
     }
     Plan::Resolve {
