@@ -156,7 +156,7 @@ impl Loaded {
             return None;
         }
         let mapped = match (self.locator, self.policy) {
-            (Some(loc), Ok(view)) => map_counters(&loc, view),
+            (Some(loc), Ok(view)) => map_counters(&loc, view, self.level),
             _ => None,
         };
         let Some(map) = mapped else {
@@ -506,21 +506,39 @@ fn load_level(bytes: &[u8]) -> (Loaded, i32) {
 /// kept copy); -1 for none. Written by the initialising thread before READY.
 static HELD: [AtomicI32; MAX_LEVELS] = [const { AtomicI32::new(-1) }; MAX_LEVELS];
 
+/// Each level's counters descriptor at its own number, once mapped from it; -1 for none.
+static HELD_COUNTERS: [AtomicI32; MAX_LEVELS] = [const { AtomicI32::new(-1) }; MAX_LEVELS];
+
+/// How many descriptors `held_policy_fds` may return: a policy and a counters file per level.
+pub const MAX_HELD: usize = 2 * MAX_LEVELS;
+
 /// The descriptors in `first..=last` that still hold a level's policy at its locator's number,
 /// ascending, into `out`; returns how many. `close_range` leaves them open so that the
 /// children of a program that closes every inherited descriptor (Python's `close_fds=True`,
 /// in the child before exec) still find their policy where the locator says, with no /proc
 /// and no launcher needed: the guard's descriptor, not the program's. Checked now (inode),
 /// because the program may have closed it and reused the number since.
-pub fn held_policy_fds(first: u32, last: u32, out: &mut [libc::c_int; MAX_LEVELS]) -> usize {
+pub fn held_policy_fds(first: u32, last: u32, out: &mut [libc::c_int; MAX_HELD]) -> usize {
     let mut n = 0;
     for (i, loaded) in levels().iter().enumerate() {
-        let fd = HELD[i].load(Ordering::Relaxed);
         let Some(loc) = loaded.locator else { continue };
-        let within = u32::try_from(fd).is_ok_and(|f| f >= first && f <= last);
-        if within && !out[..n].contains(&fd) && identify(fd, &loc).is_ok() {
-            out[n] = fd;
-            n += 1;
+        let counters = loaded.policy.ok().and_then(|view| view.counters());
+        let counters_loc = counters.map(|c| Locator {
+            fd: c.fd,
+            ino: c.ino,
+            ..loc
+        });
+        let candidates = [
+            (HELD[i].load(Ordering::Relaxed), Some(loc)),
+            (HELD_COUNTERS[i].load(Ordering::Relaxed), counters_loc),
+        ];
+        for (fd, want) in candidates {
+            let Some(want) = want else { continue };
+            let within = u32::try_from(fd).is_ok_and(|f| f >= first && f <= last);
+            if within && n < MAX_HELD && !out[..n].contains(&fd) && identify(fd, &want).is_ok() {
+                out[n] = fd;
+                n += 1;
+            }
         }
     }
     out[..n].sort_unstable();
@@ -600,7 +618,7 @@ fn keep(fd: i32, loc: &Locator) -> i32 {
 }
 
 /// Maps the launcher's shared counters if `fd` (or the launcher's own copy) is that memfd.
-fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> {
+fn map_counters(loc: &Locator, view: PolicyView<'static>, level: usize) -> Option<CounterMap> {
     let c = view.counters()?;
     let copy = Locator {
         fd: c.fd,
@@ -647,13 +665,30 @@ fn map_counters(loc: &Locator, view: PolicyView<'static>) -> Option<CounterMap> 
             checkin: if has_area { p as usize + slots_len } else { 0 },
         })
     };
-    try_map(c.fd).or_else(|| {
-        let fd = open_launcher_copy(&copy, libc::O_RDWR)?;
-        let mapped = try_map(fd);
-        // SAFETY: fd is ours; the mapping outlives it.
-        unsafe { libc::close(fd) };
-        mapped
-    })
+    let hold = |fd: i32| {
+        if let Some(slot) = HELD_COUNTERS.get(level) {
+            slot.store(fd, Ordering::Relaxed);
+        }
+    };
+    if let Some(map) = try_map(c.fd) {
+        hold(c.fd);
+        return Some(map);
+    }
+    let fd = open_launcher_copy(&copy, libc::O_RDWR)?;
+    let mapped = try_map(fd);
+    // Kept at its own number like the policy (keep): a child started once the launcher is
+    // gone still learns from the shared area whether the run ended normally.
+    let held = if mapped.is_some() {
+        keep(fd, &copy)
+    } else {
+        -1
+    };
+    if held >= 0 {
+        hold(held);
+    } else if mapped.is_none() {
+        crate::highfd::close(fd);
+    }
+    mapped
 }
 
 /// Opens the launcher's own descriptor `loc.fd` through /proc, with `access` (O_RDONLY...).

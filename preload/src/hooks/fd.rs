@@ -6,7 +6,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use egress_policy::MAX_LEVELS;
 use libc::{c_int, c_uint};
 
 use super::{action_for, check};
@@ -154,7 +153,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     // The guard's policy descriptors in the range stay open (state::held_policy_fds): the
     // program's children find their policy there. Only for the flags whose meaning survives
     // splitting the range (none, or CLOEXEC); anything else goes to the kernel as it is.
-    let mut held = [0; MAX_LEVELS];
+    let mut held = [0; state::MAX_HELD];
     let plain = flags & !(libc::CLOSE_RANGE_CLOEXEC as c_int) == 0;
     let n = if plain && first <= last {
         state::held_policy_fds(first, last, &mut held)
