@@ -131,6 +131,7 @@ fn run() -> Result<Exit, Fatal> {
         config.mode,
         config.deny_as,
         &config.rules,
+        &config.grantable,
         config.allow_unguarded,
     )?;
     let events = EventSocket::bind(&sealed.locator)?;
@@ -139,7 +140,13 @@ fn run() -> Result<Exit, Fatal> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let rule_texts: Vec<String> = config.rules.iter().map(|r| r.text.clone()).collect();
-    let mut collector = Collector::new(config.mode, rule_texts.clone(), config.quiet);
+    // Attempts name grantable rules (a scope's grants) by numbers after the run's rules.
+    let numbered: Vec<String> = rule_texts
+        .iter()
+        .cloned()
+        .chain(config.grantable.iter().map(|r| r.text.clone()))
+        .collect();
+    let mut collector = Collector::new(config.mode, numbered, config.quiet);
 
     // A program the library cannot enter is found before it runs (CONTRACT "Unguarded
     // programs"): refused in block mode unless --allow-unguarded, else run and reported.

@@ -7,7 +7,8 @@ pub mod rule;
 pub mod wire;
 
 pub use rule::{
-    canonical_ip, is_loopback, parse_rule, suggest_rule, PortRange, Rule, RuleError, Target,
+    canonical_ip, contained_in, is_localhost_name, is_loopback, parse_rule, suggest_rule,
+    PortRange, Rule, RuleError, Target,
 };
 pub use wire::{encode, DecodeError, DenyAs, Mode, PolicyView, RuleView};
 

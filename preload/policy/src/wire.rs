@@ -4,15 +4,16 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! header  72 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
+//! header  80 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
 //!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 index_off:u32
 //!                   counters_ino:u64 counters_slots:u64 deny_as:u64
+//!                   grantable_off:u32 grantable_len:u32
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
 //! strings           rule texts and lower-case names, offsets relative to the strings area,
 //!                   which ends where the index starts
-//! index   at index_off, to the end of the policy; pad and reserved are zero
+//! index   at index_off, to grantable_off; pad and reserved are zero
 //!         24 bytes  loopback_count:u32 name_count:u32 below_count:u32
 //!                   v4_group_count:u32 v6_group_count:u32 reserved:u32
 //!         groups    12 bytes each, the IPv4 groups then the IPv6 groups
@@ -21,6 +22,8 @@
 //!                   below rules
 //!         v4        8 bytes each, the IPv4 groups' entries, group after group: net:u32 rule:u32
 //!         v6        20 bytes each, the IPv6 groups' entries likewise: net:u128 rule:u32
+//! grantable at grantable_off, grantable_len bytes, to the end of the policy: the texts of the
+//!         `--grantable` rules, UTF-8, each ended by a newline
 //! ```
 //! The checksum (`checksum`) is a word-wise 64-bit hash of the whole policy with the checksum
 //! field zeroed.
@@ -28,6 +31,11 @@
 //! `deny_as` (version 3) says how a refused call looks to the program: 0 `eacces`, 1
 //! `offline`; any other value is refused. It is a field of the sealed policy, not an
 //! environment variable, so that nothing a guarded program can set changes it.
+//!
+//! The grantable rules (version 4, `--grantable`) are what code inside the run may grant
+//! itself in a scope (docs/scopes.md). They are kept as text: only scope entry reads them
+//! (parsing them there, in ordinary code), never the decision path. In reports they are
+//! numbered after the run's rules: grantable rule `g` is rule `rule_count + g`.
 //!
 //! The index lets matching cost O(groups · log n) instead of a scan of every rule (up to 10,000),
 //! and still return the first matching rule in the user's order. Every rule is in it exactly
@@ -51,9 +59,10 @@ use crate::rule::{
 };
 
 pub const MAGIC: [u8; 8] = *b"EGRSPOL\x01";
-/// Version 2 added the rule index; version 3 the `deny_as` field (the header grew by 8 bytes).
-pub const VERSION: u32 = 3;
-pub const HEADER_LEN: usize = 72;
+/// Version 2 added the rule index; version 3 the `deny_as` field (the header grew by 8 bytes);
+/// version 4 the grantable rules (8 more header bytes and a section at the end).
+pub const VERSION: u32 = 4;
+pub const HEADER_LEN: usize = 80;
 pub const RULE_LEN: usize = 48;
 pub const INDEX_HEADER_LEN: usize = 24;
 pub const GROUP_LEN: usize = 12;
@@ -68,6 +77,10 @@ const INDEX_OFF_AT: usize = 44;
 const COUNTERS_INO_AT: usize = 48;
 const COUNTERS_SLOTS_AT: usize = 56;
 const DENY_AS_AT: usize = 64;
+const GRANTABLE_OFF_AT: usize = 72;
+const GRANTABLE_LEN_AT: usize = 76;
+/// Longest grantable section accepted.
+pub const MAX_GRANTABLE_LEN: usize = 1 << 20;
 
 const KIND_LOOPBACK: u8 = 0;
 const KIND_NET4: u8 = 1;
@@ -141,6 +154,7 @@ pub enum DecodeError {
     BadRule,
     BadIndex,
     BadDenyAs,
+    BadGrantable,
 }
 
 impl DecodeError {
@@ -156,6 +170,7 @@ impl DecodeError {
             DecodeError::BadRule => "policy holds a malformed rule",
             DecodeError::BadIndex => "policy has a malformed rule index",
             DecodeError::BadDenyAs => "policy has an unknown deny-as setting",
+            DecodeError::BadGrantable => "policy has malformed grantable rules",
         }
     }
 }
@@ -246,6 +261,17 @@ pub struct Settings {
 
 /// Encodes a policy with every header setting.
 pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
+    encode_with_grantable(settings, launcher_pid, rules, &[])
+}
+
+/// Encodes a policy with every header setting and the rules code in the run may grant itself
+/// in a scope (`--grantable`).
+pub fn encode_with_grantable(
+    settings: Settings,
+    launcher_pid: u32,
+    rules: &[Rule],
+    grantable: &[Rule],
+) -> Vec<u8> {
     let Settings {
         mode,
         deny_as,
@@ -290,7 +316,12 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
     }
     let index = encode_index(rules);
     let index_off = HEADER_LEN + records.len() + strings.len();
-    let total = index_off + index.len();
+    let grantable_text: Vec<u8> = grantable
+        .iter()
+        .flat_map(|r| r.text.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    let grantable_off = index_off + index.len();
+    let total = grantable_off + grantable_text.len();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -308,9 +339,14 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
         out[COUNTERS_SLOTS_AT..COUNTERS_SLOTS_AT + 8].copy_from_slice(&c.slots.to_le_bytes());
     }
     out[DENY_AS_AT..DENY_AS_AT + 8].copy_from_slice(&deny_as.to_wire().to_le_bytes());
+    out[GRANTABLE_OFF_AT..GRANTABLE_OFF_AT + 4]
+        .copy_from_slice(&(grantable_off as u32).to_le_bytes());
+    out[GRANTABLE_LEN_AT..GRANTABLE_LEN_AT + 4]
+        .copy_from_slice(&(grantable_text.len() as u32).to_le_bytes());
     out.extend_from_slice(&records);
     out.extend_from_slice(&strings);
     out.extend_from_slice(&index);
+    out.extend_from_slice(&grantable_text);
     reseal(&mut out);
     out
 }
@@ -704,6 +740,8 @@ pub struct PolicyView<'a> {
     rule_count: usize,
     /// Where the strings area ends and the index starts.
     index_off: usize,
+    /// Where the index ends and the grantable rules start (they run to the end).
+    grantable_off: usize,
     index: Index,
 }
 
@@ -744,6 +782,25 @@ impl<'a> PolicyView<'a> {
         if index_off < records_end || index_off > total {
             return Err(DecodeError::BadIndex);
         }
+        let grantable_off = u32_at(bytes, GRANTABLE_OFF_AT) as usize;
+        let grantable_len = u32_at(bytes, GRANTABLE_LEN_AT) as usize;
+        if grantable_off < index_off
+            || grantable_len > MAX_GRANTABLE_LEN
+            || grantable_off.checked_add(grantable_len) != Some(total)
+        {
+            return Err(DecodeError::BadGrantable);
+        }
+        let grantable = &bytes[grantable_off..];
+        if std::str::from_utf8(grantable).is_err()
+            || grantable.last().is_some_and(|&b| b != b'\n')
+            || grantable
+                .split(|&b| b == b'\n')
+                .rev()
+                .skip(1)
+                .any(|t| t.is_empty())
+        {
+            return Err(DecodeError::BadGrantable);
+        }
         let mut view = PolicyView {
             bytes,
             mode,
@@ -751,6 +808,7 @@ impl<'a> PolicyView<'a> {
             launcher_pid: u32_at(bytes, 16),
             rule_count,
             index_off,
+            grantable_off,
             index: Index::default(),
         };
         for i in 0..rule_count {
@@ -790,6 +848,14 @@ impl<'a> PolicyView<'a> {
 
     pub fn rule_count(&self) -> usize {
         self.rule_count
+    }
+
+    /// The texts of the grantable rules (`--grantable`), in order; each was a valid rule when
+    /// the launcher wrote it. In reports, grantable rule `g` is rule `rule_count() + g`.
+    pub fn grantable(&self) -> impl Iterator<Item = &'a str> {
+        let section = self.bytes.get(self.grantable_off..).unwrap_or(&[]);
+        let text = std::str::from_utf8(section).unwrap_or("");
+        text.split_terminator('\n')
     }
 
     fn strings(&self) -> &'a [u8] {
@@ -1055,7 +1121,7 @@ impl<'a> PolicyView<'a> {
         // Nothing after the last entry, so that the bytes have one meaning.
         index.v4_at = slots_at + name_slots * SLOT_LEN;
         index.v6_at = index.v4_at + v4_entries * V4::ENTRY_LEN;
-        if index.v6_at + v6_entries * V6::ENTRY_LEN != self.bytes.len() {
+        if index.v6_at + v6_entries * V6::ENTRY_LEN != self.grantable_off {
             return None;
         }
         index.loopback = Span {

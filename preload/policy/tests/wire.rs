@@ -370,8 +370,9 @@ fn flipped_magic_is_bad_magic() {
 
 #[test]
 fn other_version_is_bad_version() {
-    // 1 is the format before the index, 2 the one before `deny_as`.
-    for version in [0, 1, 2, 4, u32::MAX] {
+    // 1 is the format before the index, 2 the one before `deny_as`, 3 the one before the
+    // grantable rules.
+    for version in [0, 1, 2, 3, 5, u32::MAX] {
         assert_eq!(
             err_after(|b| put_u32(b, H_VERSION, version)),
             DecodeError::BadVersion
@@ -401,14 +402,14 @@ fn length_field_or_extra_bytes_are_bad_length() {
         err_after(|b| put_u32(b, H_TOTAL, u32::MAX)),
         DecodeError::BadLength
     );
-    // Extra bytes after the index, with a length field and checksum that agree, are refused:
-    // the index ends the policy.
+    // Extra bytes after the grantable rules, with a length field and checksum that agree, are
+    // refused: the grantable section ends the policy.
     let mut b = sample();
     b.extend_from_slice(b"trailing");
     let len = b.len() as u32;
     put_u32(&mut b, H_TOTAL, len);
     fix_checksum(&mut b);
-    assert_eq!(parse_err(&b), DecodeError::BadIndex);
+    assert_eq!(parse_err(&b), DecodeError::BadGrantable);
     // Extra bytes at the end of the strings area (before the index) are unused and harmless.
     let mut b = sample();
     let at = index_off(&b);
@@ -416,6 +417,8 @@ fn length_field_or_extra_bytes_are_bad_length() {
     let len = b.len() as u32;
     put_u32(&mut b, H_TOTAL, len);
     put_u32(&mut b, H_INDEX_OFF, at as u32 + 6);
+    let grantable_off = u32::from_le_bytes(b[72..76].try_into().unwrap());
+    put_u32(&mut b, 72, grantable_off + 6);
     fix_checksum(&mut b);
     let v = PolicyView::parse(&b).expect("unused string bytes are valid");
     assert_eq!(v.match_name(b"www.example.org"), Some(4));
@@ -840,4 +843,49 @@ fn socket_name_is_egress_run_pid_dot_inode() {
     let n = loc.socket_name(&mut buf);
     assert_eq!(&buf[..n], b"egress-run.4294967295.18446744073709551615");
     assert!(n <= 64);
+}
+
+#[test]
+fn grantable_rules_travel_as_text_after_the_index() {
+    let run = rules(SAMPLE);
+    let grantable = rules(&["loopback", "*.example.test:443"]);
+    let bytes = egress_policy::wire::encode_with_grantable(
+        egress_policy::wire::Settings::default(),
+        4242,
+        &run,
+        &grantable,
+    );
+    let v = PolicyView::parse(&bytes).expect("valid");
+    assert_eq!(
+        v.grantable().collect::<Vec<_>>(),
+        ["loopback", "*.example.test:443"]
+    );
+    assert_eq!(v.rule_count(), SAMPLE.len());
+    // Grantable rules never match as run rules.
+    assert_eq!(v.match_name(b"a.example.test"), None);
+    assert_eq!(PolicyView::parse(&sample()).unwrap().grantable().count(), 0);
+}
+
+#[test]
+fn malformed_grantable_sections_are_refused() {
+    let grantable = rules(&["loopback"]);
+    let good = egress_policy::wire::encode_with_grantable(
+        egress_policy::wire::Settings::default(),
+        1,
+        &[],
+        &grantable,
+    );
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        f(&mut b);
+        fix_checksum(&mut b);
+        PolicyView::parse(&b).map(|_| ()).unwrap_err()
+    };
+    let end = good.len();
+    // Not ended by a newline, an empty entry, not UTF-8, an offset before the index.
+    assert_eq!(edit(&|b| b[end - 1] = b'x'), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| b[end - 2] = b'\n'), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| b[end - 3] = 0xff), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| put_u32(b, 72, 0)), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| put_u32(b, 76, 1)), DecodeError::BadGrantable);
 }
