@@ -32,6 +32,11 @@ enum Wire {
     Connect(WireAttempt),
     Send(WireAttempt),
     Resolve(WireAttempt),
+    /// A process set its current test (`egress_run_v1_set_test`); null: none.
+    Test {
+        pid: i32,
+        test: Option<String>,
+    },
     End {
         nonce: u64,
     },
@@ -74,6 +79,7 @@ struct FoldKey {
     enforced: bool,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
+    test: Option<String>,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -101,6 +107,10 @@ pub struct Collector {
     pub slots: Vec<(usize, u64)>,
     /// Programs block mode refused to run because the guard cannot enter them.
     pub refused_unguarded: u64,
+    /// Each process's current test: set by the process, or inherited from its parent when
+    /// the process checked in (so a test's children, through shells or with a cleared
+    /// environment, carry its id).
+    tests: HashMap<i32, String>,
 }
 
 /// The launcher's end of the event socket.
@@ -294,6 +304,7 @@ impl Collector {
             raw_fold: HashMap::new(),
             slots: Vec::new(),
             refused_unguarded: 0,
+            tests: HashMap::new(),
         }
     }
 
@@ -340,6 +351,9 @@ impl Collector {
                 }
                 self.exes.insert(pid, exe.clone());
                 self.pids.insert(pid);
+                if let Some(t) = self.tests.get(&ppid).cloned() {
+                    self.tests.insert(pid, t);
+                }
                 self.lines.push(Line::Process(ProcessLine {
                     policy_error,
                     ..ProcessLine::new(pid, ppid, exe, argv)
@@ -348,11 +362,20 @@ impl Collector {
             Wire::Connect(a) => self.attempt("connect", a),
             Wire::Send(a) => self.attempt("send", a),
             Wire::Resolve(a) => self.attempt("resolve", a),
+            Wire::Test { pid, test } => match test {
+                Some(t) => {
+                    self.tests.insert(pid, t);
+                }
+                None => {
+                    self.tests.remove(&pid);
+                }
+            },
             Wire::End { .. } => {}
         }
     }
 
     fn attempt(&mut self, kind: &'static str, a: WireAttempt) {
+        let test = self.tests.get(&a.pid).cloned();
         let key = FoldKey {
             kind,
             pid: a.pid,
@@ -366,6 +389,7 @@ impl Collector {
             enforced: a.enforced,
             denied_by: a.denied_by,
             chain: a.chain.clone(),
+            test: test.clone(),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
@@ -406,6 +430,7 @@ impl Collector {
             reason: a.reason,
             denied_by: a.denied_by,
             chain: a.chain,
+            test,
             count: 1,
         }));
     }

@@ -85,6 +85,10 @@ pub struct AttemptLine {
     /// Extension (nested runs): every level's decision, innermost first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<Vec<ChainLevel>>,
+    /// The pytest node id of the test running in that process (or in the process that
+    /// started it) when the attempt was made (docs/scopes.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
     pub count: u64,
 }
 

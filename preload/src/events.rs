@@ -122,7 +122,7 @@ fn open_socket(loc: &Locator) -> Option<c_int> {
 }
 
 /// Sends one event to the launcher of `level`.
-fn send(loc: &Locator, level: usize, msg: &[u8]) {
+pub(crate) fn send(loc: &Locator, level: usize, msg: &[u8]) {
     let Some((fd, private)) = socket(loc, level) else {
         return;
     };
@@ -369,6 +369,8 @@ fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
     let proto = a.proto.map_or(0, |p| p as u64 + 1);
     k.word(a.kind as u64 | proto << 8 | (loaded.mode() as u64) << 16 | family << 24 | port << 32);
     k.bytes(a.call.as_bytes());
+    // A new test makes new lines (the launcher names their test).
+    k.word(crate::scope::test_number());
     match dest {
         Some((IpAddr::V4(v4), _)) => k.word(u64::from(u32::from(v4))),
         Some((IpAddr::V6(v6), _)) => {
@@ -403,6 +405,7 @@ pub fn record(loaded: &Loaded, a: &Attempt) {
     if outcome.noted(loaded.level, a.verdict) {
         return; // the dry pass of a nested check
     }
+    crate::scope::note(loaded, a);
     let Some(loc) = loaded.locator else { return };
     let folded = match loaded.counters() {
         Some(counters) => fold::fold(counters, &key_of(loaded, a, &outcome)),
@@ -471,6 +474,12 @@ fn send_attempt(
     });
     if outcome.nested() {
         write_chain(&mut w, outcome);
+    }
+    let test = crate::scope::test_number();
+    if test != 0 {
+        // Tells this test's lines from the same attempt's lines in an earlier test.
+        w.str(",\"test_number\":");
+        w.uint(test);
     }
     if let Some((_, slot)) = slot {
         w.str(",\"slot\":");

@@ -24,6 +24,7 @@ mod learned;
 mod names;
 mod real;
 mod route;
+mod scope;
 mod scratch;
 mod sock;
 mod state;

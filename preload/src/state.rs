@@ -331,6 +331,7 @@ fn register_fork_handler() {
         // The parent's folded attempts are the parent's: this process starts its own lines.
         crate::fold::reset();
         events::forked();
+        crate::scope::forked_child();
         crate::guard::with_guard(
             || (),
             || {
