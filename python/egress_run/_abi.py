@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import threading
 from typing import Any, Dict, List, Optional
 
 ABI_VERSION = 1
@@ -16,6 +17,7 @@ FLAG_WITH_RUN_RULES = 2
 
 _lib: Optional[ctypes.CDLL] = None
 _looked = False
+_lock = threading.Lock()
 
 
 def library() -> Optional[ctypes.CDLL]:
@@ -23,7 +25,14 @@ def library() -> Optional[ctypes.CDLL]:
     global _lib, _looked
     if _looked:
         return _lib
-    _looked = True
+    with _lock:
+        if not _looked:
+            _lib = _find()
+            _looked = True
+    return _lib
+
+
+def _find() -> Optional[ctypes.CDLL]:
     try:
         lib = ctypes.CDLL(None)
         version = lib.egress_run_abi_version
@@ -50,7 +59,6 @@ def library() -> Optional[ctypes.CDLL]:
     lib.egress_run_v1_test_attempts.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
     lib.egress_run_v1_set_test.restype = ctypes.c_int
     lib.egress_run_v1_set_test.argtypes = [ctypes.c_char_p]
-    _lib = lib
     return lib
 
 
