@@ -19,6 +19,7 @@ test: build unit fuzz e2e
 
 unit:
 	$(CARGO) test --release --workspace
+	$(PYTHON) -m pytest -q -p no:cacheprovider python/tests
 
 # The property tests are the fuzz targets (stable Rust has no cargo-fuzz): arbitrary and
 # mutated rules and policies must never panic, hang or be accepted wrongly.

@@ -44,7 +44,9 @@ pub struct Scope {
 thread_local! {
     // Read on every decision: a plain pointer with const initialisation and no destructor.
     static CURRENT: Cell<*const Scope> = const { Cell::new(std::ptr::null()) };
-    // Only touched on entry and exit, in ordinary code.
+    // Only touched on entry and exit, in ordinary code. Boxed: CURRENT points at the
+    // innermost scope, which must not move when the vector grows.
+    #[allow(clippy::vec_box)]
     static STACK: RefCell<Vec<Box<Scope>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -217,5 +219,77 @@ impl Scope {
             Some(rule) if self.with_run => Says::Allow(rule),
             _ => Says::Deny,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egress_policy::wire::{encode_with_grantable, Settings};
+
+    fn policy(run: &[&str], grantable: &[&str]) -> Vec<u8> {
+        let parse = |v: &[&str]| v.iter().map(|t| parse_rule(t).unwrap()).collect::<Vec<_>>();
+        encode_with_grantable(Settings::default(), 1, &parse(run), &parse(grantable))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn entry_is_bounded_by_run_and_grantable_rules() {
+        let bytes = policy(&["*.example.test"], &["loopback"]);
+        let view = PolicyView::parse(&bytes).unwrap();
+        let err = enter(&view, "203.0.113.7", FLAG_BLOCK, 0).unwrap_err();
+        assert!(err.contains("'203.0.113.7' is outside"), "{err}");
+        let err = enter(&view, "loopback\nexample.test", FLAG_BLOCK, 0).unwrap_err();
+        assert!(err.contains("'example.test' is outside"), "{err}");
+        let err = enter(&view, "not a rule", FLAG_BLOCK, 0).unwrap_err();
+        assert!(err.contains("invalid rule"), "{err}");
+        assert!(enter(&view, "", 8, 0).is_err(), "unknown flags");
+        assert_eq!(depth(), 0, "refused entries leave nothing behind");
+        assert!(current().is_none());
+    }
+
+    #[test]
+    fn the_innermost_scope_decides_and_leaving_restores_the_outer() {
+        let bytes = policy(&["*.example.test"], &["loopback"]);
+        let view = PolicyView::parse(&bytes).unwrap();
+        let d1 = enter(&view, "127.0.0.1:8080\na.example.test", FLAG_BLOCK, 0).unwrap();
+        let s = current().unwrap();
+        // Numbered as reports number rules: run rule 0, then grantable rule 0 as 1.
+        assert_eq!(s.judge_dest(ip("127.0.0.1"), 8080, None, None), Says::Allow(1));
+        assert_eq!(s.judge_dest(ip("127.0.0.1"), 8081, None, None), Says::Deny);
+        assert_eq!(s.judge_dest(ip("::ffff:127.0.0.1"), 8080, None, None), Says::Allow(1));
+        let host = Some(&b"a.example.test"[..]);
+        assert_eq!(s.judge_dest(ip("203.0.113.7"), 443, host, None), Says::Allow(0));
+        assert_eq!(s.judge_name(b"A.Example.Test.", None), Says::Allow(0));
+        assert_eq!(s.judge_name(b"b.example.test", Some(0)), Says::Deny, "narrows the run");
+        let d2 = enter(&view, "localhost", FLAG_BLOCK | FLAG_WITH_RUN_RULES, 0).unwrap();
+        assert_eq!((d1, d2, depth()), (1, 2, 2));
+        let s = current().unwrap();
+        assert_eq!(s.judge_dest(ip("::1"), 5432, None, None), Says::Allow(1));
+        assert_eq!(s.judge_dest(ip("127.0.0.1"), 8080, None, None), Says::Allow(1));
+        assert_eq!(s.judge_name(b"b.example.test", Some(0)), Says::Allow(0), "with run rules");
+        assert!(leave(d1).is_err(), "not the innermost");
+        leave(d2).unwrap();
+        assert_eq!(
+            current().unwrap().judge_dest(ip("::1"), 5432, None, None),
+            Says::Deny
+        );
+        leave(d1).unwrap();
+        assert!(current().is_none() && depth() == 0);
+        assert!(leave(1).is_err());
+    }
+
+    #[test]
+    fn other_threads_and_forked_children_have_no_scope() {
+        let bytes = policy(&[], &["loopback"]);
+        let view = PolicyView::parse(&bytes).unwrap();
+        let d = enter(&view, "loopback", FLAG_BLOCK, 0).unwrap();
+        assert!(std::thread::spawn(|| current().is_none()).join().unwrap());
+        forked();
+        assert!(current().is_none() && depth() == 0);
+        assert!(leave(d).is_err());
     }
 }
