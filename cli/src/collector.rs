@@ -60,6 +60,10 @@ struct WireAttempt {
     enforced: bool,
     /// The shared counter slot that counts this attempt's repeats in that process.
     slot: Option<u64>,
+    /// The shared object whose code made the call, when not the program.
+    caller: Option<String>,
+    /// The Python code that made the call (set by the Python package).
+    py_caller: Option<String>,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
 }
@@ -80,6 +84,8 @@ struct FoldKey {
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
     test: Option<String>,
+    caller: Option<String>,
+    py_caller: Option<String>,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -390,6 +396,8 @@ impl Collector {
             denied_by: a.denied_by,
             chain: a.chain.clone(),
             test: test.clone(),
+            caller: a.caller.clone(),
+            py_caller: a.py_caller.clone(),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
@@ -431,6 +439,8 @@ impl Collector {
             denied_by: a.denied_by,
             chain: a.chain,
             test,
+            caller: a.caller,
+            py_caller: a.py_caller,
             count: 1,
         }));
     }

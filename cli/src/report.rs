@@ -89,6 +89,12 @@ pub struct AttemptLine {
     /// started it) when the attempt was made (docs/scopes.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
+    /// The file name of the shared object whose code made the call, when not the program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// For Python code: `module:function` of the first frame outside the standard library.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub py_caller: Option<String>,
     pub count: u64,
 }
 

@@ -369,8 +369,12 @@ fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
     let proto = a.proto.map_or(0, |p| p as u64 + 1);
     k.word(a.kind as u64 | proto << 8 | (loaded.mode() as u64) << 16 | family << 24 | port << 32);
     k.bytes(a.call.as_bytes());
-    // A new test makes new lines (the launcher names their test).
+    // A new test makes new lines (the launcher names their test); so does a new call site
+    // (the line names its shared object).
     k.word(crate::scope::test_number());
+    k.word(crate::caller::current() as u64);
+    let py = crate::caller::py_caller();
+    k.bytes(&py[..=usize::from(py[0])]);
     match dest {
         Some((IpAddr::V4(v4), _)) => k.word(u64::from(u32::from(v4))),
         Some((IpAddr::V6(v6), _)) => {
@@ -474,6 +478,16 @@ fn send_attempt(
     });
     if outcome.nested() {
         write_chain(&mut w, outcome);
+    }
+    let mut name = [0u8; 128];
+    if let Some(n) = crate::caller::name_of(crate::caller::current(), &mut name) {
+        w.str(",\"caller\":");
+        w.json_str(&name[..n]);
+    }
+    let py = crate::caller::py_caller();
+    if py[0] > 0 {
+        w.str(",\"py_caller\":");
+        w.json_str(&py[1..=usize::from(py[0])]);
     }
     let test = crate::scope::test_number();
     if test != 0 {

@@ -17,6 +17,11 @@ from . import _abi
 __all__ = ["EgressViolation", "GuardReport", "egress_guard", "guarded", "describe"]
 __version__ = "0.1.0"
 
+# In a guarded process, report lines of Python code name it (`py_caller`).
+from . import _pycaller  # noqa: E402
+
+_pycaller.install()
+
 
 def guarded() -> bool:
     """True when this process runs under egress-run (its guard library is loaded)."""

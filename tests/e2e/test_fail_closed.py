@@ -48,12 +48,12 @@ def checksum(data):
 
 
 DENY_AS = {"eacces": 0, "offline": 1}
-HEADER_LEN = 72
+HEADER_LEN = 80
 
 
 def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
-    """A policy (wire version 3, see preload/policy/src/wire.rs) whose rules are all `loopback`
-    (every port) rules named by `rules`."""
+    """A policy (wire version 4, see preload/policy/src/wire.rs) whose rules are all `loopback`
+    (every port) rules named by `rules`, with no grantable rules."""
     strings, records = b"", b""
     for text in rules:
         off = len(strings)
@@ -68,9 +68,9 @@ def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
     index_off = HEADER_LEN + len(records) + len(strings)
     total = index_off + len(index)
     # magic version mode pid rule_count total flags checksum counters_fd index_off
-    # counters_ino counters_slots (no counters) deny_as
-    header = MAGIC + struct.pack("<IIIIIIQiIQQQ", 3, mode, launcher_pid, len(rules), total, 0, 0,
-                                 0, index_off, 0, 0, DENY_AS[deny_as])
+    # counters_ino counters_slots (no counters) deny_as grantable_off grantable_len
+    header = MAGIC + struct.pack("<IIIIIIQiIQQQII", 4, mode, launcher_pid, len(rules), total, 0,
+                                 0, 0, index_off, 0, 0, DENY_AS[deny_as], total, 0)
     assert len(header) == HEADER_LEN
     out = bytearray(header + records + strings + index)
     out[32:40] = struct.pack("<Q", checksum(out))

@@ -324,6 +324,24 @@ pub unsafe extern "C" fn egress_run_v1_set_test(id: *const c_char) -> c_int {
     })
 }
 
+/// Names the Python code (`module:function`) behind this thread's next connect, send or
+/// lookup, for the report's `py_caller` (NULL or empty: none). It lasts until that call's
+/// hook returns. Set by the Python package's audit hook (PEP 578) just before the call.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn egress_run_v1_set_py_caller(name: *const c_char) -> c_int {
+    let name: &[u8] = if name.is_null() {
+        b""
+    } else {
+        // SAFETY: the caller passes a NUL-terminated string.
+        unsafe { CStr::from_ptr(name) }.to_bytes()
+    };
+    crate::caller::set_py_caller(name);
+    0
+}
+
 /// The rule numbered as reports number them: the run's rules, then the grantable ones.
 fn rule_text(loaded: &Loaded, i: usize) -> Option<String> {
     let view = loaded.policy.ok()?;

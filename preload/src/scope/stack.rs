@@ -258,19 +258,39 @@ mod tests {
         let d1 = enter(&view, "127.0.0.1:8080\na.example.test", FLAG_BLOCK, 0).unwrap();
         let s = current().unwrap();
         // Numbered as reports number rules: run rule 0, then grantable rule 0 as 1.
-        assert_eq!(s.judge_dest(ip("127.0.0.1"), 8080, None, None), Says::Allow(1));
+        assert_eq!(
+            s.judge_dest(ip("127.0.0.1"), 8080, None, None),
+            Says::Allow(1)
+        );
         assert_eq!(s.judge_dest(ip("127.0.0.1"), 8081, None, None), Says::Deny);
-        assert_eq!(s.judge_dest(ip("::ffff:127.0.0.1"), 8080, None, None), Says::Allow(1));
+        assert_eq!(
+            s.judge_dest(ip("::ffff:127.0.0.1"), 8080, None, None),
+            Says::Allow(1)
+        );
         let host = Some(&b"a.example.test"[..]);
-        assert_eq!(s.judge_dest(ip("203.0.113.7"), 443, host, None), Says::Allow(0));
+        assert_eq!(
+            s.judge_dest(ip("203.0.113.7"), 443, host, None),
+            Says::Allow(0)
+        );
         assert_eq!(s.judge_name(b"A.Example.Test.", None), Says::Allow(0));
-        assert_eq!(s.judge_name(b"b.example.test", Some(0)), Says::Deny, "narrows the run");
+        assert_eq!(
+            s.judge_name(b"b.example.test", Some(0)),
+            Says::Deny,
+            "narrows the run"
+        );
         let d2 = enter(&view, "localhost", FLAG_BLOCK | FLAG_WITH_RUN_RULES, 0).unwrap();
         assert_eq!((d1, d2, depth()), (1, 2, 2));
         let s = current().unwrap();
         assert_eq!(s.judge_dest(ip("::1"), 5432, None, None), Says::Allow(1));
-        assert_eq!(s.judge_dest(ip("127.0.0.1"), 8080, None, None), Says::Allow(1));
-        assert_eq!(s.judge_name(b"b.example.test", Some(0)), Says::Allow(0), "with run rules");
+        assert_eq!(
+            s.judge_dest(ip("127.0.0.1"), 8080, None, None),
+            Says::Allow(1)
+        );
+        assert_eq!(
+            s.judge_name(b"b.example.test", Some(0)),
+            Says::Allow(0),
+            "with run rules"
+        );
         assert!(leave(d1).is_err(), "not the innermost");
         leave(d2).unwrap();
         assert_eq!(
