@@ -106,6 +106,8 @@ pub struct ChainLevel {
     pub enforced: bool,
 }
 
+// Attempt lines are most lines: boxing them would add an allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Line {
     Process(ProcessLine),
     Attempt(AttemptLine),

@@ -197,7 +197,8 @@ mod tests {
     #[test]
     fn a_libc_address_is_named_and_unknown_ones_are_not() {
         let mut out = [0u8; 256];
-        let n = name_of(libc::getpid as usize, &mut out).expect("libc is a shared object");
+        let n =
+            name_of(libc::getpid as *const () as usize, &mut out).expect("libc is a shared object");
         assert!(out[..n].starts_with(b"libc.so"), "{:?}", &out[..n]);
         assert_eq!(name_of(0, &mut out), None);
         assert_eq!(name_of(8, &mut out), None);
