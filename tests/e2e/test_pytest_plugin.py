@@ -136,8 +136,10 @@ def env_with(path_first, pythonpath=None):
     env.pop("PYTEST_ADDOPTS", None)
     env["PATH"] = f"{path_first}:{env.get('PATH', '/usr/bin:/bin')}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    # Keep the caller's PYTHONPATH after ours (e.g. where pytest-xdist was installed).
+    paths = [p for p in (pythonpath, os.environ.get("PYTHONPATH")) if p]
+    if paths:
+        env["PYTHONPATH"] = ":".join(paths)
     else:
         env.pop("PYTHONPATH", None)
     return env
@@ -222,3 +224,30 @@ def test_the_wheel_installs_the_launcher_the_library_and_the_plugin(tmp_path, eg
                        env=env_with(tmp_path / "nothing-here"))
     assert p.returncode == 1, p.stdout + p.stderr
     check_session(p, report, suite)
+
+
+def test_xdist_workers_are_guarded_and_do_not_re_run(tmp_path, egress_bin):
+    p = subprocess.run([PYTHON, "-c", "import xdist"], capture_output=True,
+                       env=env_with(egress_bin.parent))
+    if p.returncode != 0:
+        pytest.skip("pytest-xdist is not installed")
+    suite = write_suite(tmp_path)
+    report = tmp_path / "report.jsonl"
+    p = subprocess.run(
+        [PYTHON, "-m", "pytest", "-p", "egress_run.plugin", "-p", "no:cacheprovider", "-rA",
+         "-n", "2", "--egress", "--egress-report", str(report), "test_example.py"],
+        cwd=suite, capture_output=True, text=True, timeout=300,
+        env=env_with(egress_bin.parent, str(REPO / "python")))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert outcomes(p.stdout) == EXPECT, p.stdout + p.stderr
+    lines = load_report(report)
+    assert len([l for l in lines if l["type"] == "run"]) == 1
+    procs = [l for l in lines if l["type"] == "process"]
+    assert not any(l["exe"].endswith("egress-run") for l in procs), "no worker re-ran the session"
+    main = procs[0]["pid"]
+    tested = {(l["pid"], l.get("test")) for l in lines if l["type"] == "connect"}
+    workers = {pid for pid, _ in tested if pid != main}
+    assert workers and all(t for pid, t in tested if pid in workers), tested
+    child = [l for l in lines if l["type"] == "connect"
+             and l.get("test") == "test_example.py::test_child_lines_name_the_test"]
+    assert any(l["decision"] == "deny" for l in child), lines
