@@ -12,9 +12,11 @@ use std::cell::Cell;
 thread_local! {
     static CALLER: Cell<usize> = const { Cell::new(0) };
     // The Python code behind this thread's next hooked call (`module:function`), set by the
-    // Python package's audit hook just before the call; byte 0 is the length. Cleared when
-    // that call's hook returns, so it never names a later call of native code.
-    static PY_CALLER: Cell<[u8; PY_CALLER_MAX + 1]> = const { Cell::new([0; PY_CALLER_MAX + 1]) };
+    // Python package's audit hook just before the call. Cleared (its length set to 0) when
+    // that call's hook returns, so it never names a later call of native code. The length
+    // alone is read on every hooked call.
+    static PY_CALLER_LEN: Cell<u8> = const { Cell::new(0) };
+    static PY_CALLER: Cell<[u8; PY_CALLER_MAX]> = const { Cell::new([0; PY_CALLER_MAX]) };
 }
 
 /// The longest `py_caller` kept (longer ones are cut).
@@ -22,18 +24,23 @@ pub const PY_CALLER_MAX: usize = 127;
 
 /// Sets (or, empty, clears) the Python caller of this thread's next hooked call.
 pub fn set_py_caller(name: &[u8]) {
-    let mut v = [0u8; PY_CALLER_MAX + 1];
     let n = name.len().min(PY_CALLER_MAX);
-    v[0] = n as u8;
-    v[1..=n].copy_from_slice(&name[..n]);
-    let _ = PY_CALLER.try_with(|c| c.set(v));
+    if n > 0 {
+        let mut v = [0u8; PY_CALLER_MAX];
+        v[..n].copy_from_slice(&name[..n]);
+        let _ = PY_CALLER.try_with(|c| c.set(v));
+    }
+    let _ = PY_CALLER_LEN.try_with(|c| c.set(n as u8));
 }
 
-/// This thread's Python caller, copied (length, bytes).
-pub fn py_caller() -> [u8; PY_CALLER_MAX + 1] {
-    PY_CALLER
-        .try_with(|c| c.get())
-        .unwrap_or([0; PY_CALLER_MAX + 1])
+/// Runs `f` with this thread's Python caller, if one is set.
+pub fn with_py_caller<T>(f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    let n = usize::from(PY_CALLER_LEN.try_with(|c| c.get()).unwrap_or(0));
+    if n == 0 {
+        return None;
+    }
+    let v = PY_CALLER.try_with(|c| c.get()).ok()?;
+    Some(f(&v[..n.min(PY_CALLER_MAX)]))
 }
 
 /// The return address of the hooked call running on this thread (0: unknown).
@@ -56,7 +63,7 @@ impl Drop for Set {
         let _ = CALLER.try_with(|c| c.set(self.0));
         if self.0 == 0 {
             // The outermost hooked call is over: its Python caller is spent.
-            set_py_caller(b"");
+            let _ = PY_CALLER_LEN.try_with(|c| c.set(0));
         }
     }
 }
@@ -216,5 +223,26 @@ mod tests {
             assert_eq!(current(), 10);
         }
         assert_eq!(current(), 0);
+    }
+
+    #[test]
+    fn the_python_caller_lasts_until_the_outermost_hooked_call_returns() {
+        assert_eq!(with_py_caller(|p| p.to_vec()), None);
+        set_py_caller(b"pkg.mod:send");
+        {
+            let _outer = Set::new(10);
+            {
+                let _inner = Set::new(20);
+            }
+            assert_eq!(
+                with_py_caller(|p| p.to_vec()),
+                Some(b"pkg.mod:send".to_vec())
+            );
+        }
+        assert_eq!(with_py_caller(|p| p.to_vec()), None);
+        set_py_caller(&[b'x'; 300]);
+        assert_eq!(with_py_caller(|p| p.len()), Some(PY_CALLER_MAX));
+        set_py_caller(b"");
+        assert_eq!(with_py_caller(|p| p.len()), None);
     }
 }

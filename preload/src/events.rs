@@ -373,8 +373,10 @@ fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
     // (the line names its shared object).
     k.word(crate::scope::test_number());
     k.word(crate::caller::current() as u64);
-    let py = crate::caller::py_caller();
-    k.bytes(&py[..=usize::from(py[0])]);
+    let py = crate::caller::with_py_caller(|py| {
+        k.bytes(py);
+    });
+    k.word(u64::from(py.is_some()));
     match dest {
         Some((IpAddr::V4(v4), _)) => k.word(u64::from(u32::from(v4))),
         Some((IpAddr::V6(v6), _)) => {
@@ -484,11 +486,10 @@ fn send_attempt(
         w.str(",\"caller\":");
         w.json_str(&name[..n]);
     }
-    let py = crate::caller::py_caller();
-    if py[0] > 0 {
+    crate::caller::with_py_caller(|py| {
         w.str(",\"py_caller\":");
-        w.json_str(&py[1..=usize::from(py[0])]);
-    }
+        w.json_str(py);
+    });
     let test = crate::scope::test_number();
     if test != 0 {
         // Tells this test's lines from the same attempt's lines in an earlier test.
