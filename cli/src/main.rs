@@ -315,6 +315,7 @@ fn run() -> Result<Exit, Fatal> {
             mode: config.mode.as_str(),
             deny_as: config.deny_as.as_str(),
             rules: &rule_texts,
+            grantable: config.grantable.iter().map(|r| r.text.clone()).collect(),
             argv: config
                 .command
                 .iter()

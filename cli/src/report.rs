@@ -15,6 +15,9 @@ pub struct RunLine<'a> {
     /// Extension: how denials looked to the program (`--deny-as`).
     pub deny_as: &'static str,
     pub rules: &'a [String],
+    /// Extension: the `--grantable` rules (what scopes may grant), when any.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub grantable: Vec<String>,
     pub argv: Vec<String>,
     pub started: String,
     pub egress_run: &'static str,

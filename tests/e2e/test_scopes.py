@@ -116,12 +116,16 @@ def test_a_rule_outside_the_bound_is_refused_at_entry_naming_it(loopback, run_gu
                 out[rules[-1]] = str(e)
         print(json.dumps(out))
     """
-    out = run_guarded(["--grantable", "127.0.0.0/8"], script(body), env=PKG).outputs()[0]
+    res = run_guarded(["--grantable", "127.0.0.0/8"], script(body), env=PKG)
+    assert res.run_line["grantable"] == ["127.0.0.0/8"], res.describe()
+    out = res.outputs()[0]
     assert "'203.0.113.10' is outside" in out["203.0.113.10"]
     assert "'loopback' is outside" in out["loopback"], "loopback is wider than 127.0.0.0/8"
     assert "'*.example.org' is outside" in out["*.example.org"]
     # Nothing is grantable unless named; the run's own rules bound scopes too.
-    out = run_guarded([], script(body), env=PKG).outputs()[0]
+    res = run_guarded([], script(body), env=PKG)
+    assert "grantable" not in res.run_line
+    out = res.outputs()[0]
     assert "is outside" in out["loopback"]
     out = run_guarded(["--allow", "loopback", "--allow", "*.test"], script(body), env=PKG).outputs()[0]
     assert out["loopback"] == "entered"
