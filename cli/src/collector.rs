@@ -482,6 +482,12 @@ impl Collector {
             Some(r) if r.contains("no valid policy") => r.to_string(),
             // Refused whatever the rules say (a source route, a packet socket).
             Some(r) if r.contains("no rule can allow") => r.to_string(),
+            // A thread's scope (docs/scopes.md): granted in the scope, not on the command line.
+            Some(r) if r.contains("scope") => format!(
+                "{r}; grant it in the scope: egress_guard([\"{rule}\"]), \
+                 @pytest.mark.egress(allow=[\"{rule}\"])",
+                rule = suggest_rule(a.host.as_deref(), ip, a.port.filter(|_| kind != "resolve"))
+            ),
             _ => format!(
                 "to allow it: --allow {}",
                 suggest_rule(a.host.as_deref(), ip, a.port.filter(|_| kind != "resolve"))

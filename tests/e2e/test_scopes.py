@@ -157,6 +157,8 @@ def test_a_caught_denial_still_raises_egress_violation_on_leaving(loopback, run_
     assert out["after"] == "ok", "the run's rules apply again after the scope"
     denied = res.attempts("connect", port=port, decision="deny")
     assert denied and denied[0]["reason"] == "the calling thread's scope does not allow it"
+    # The stderr line says where to grant it: in the scope, not with --allow.
+    assert f'grant it in the scope: egress_guard(["loopback:{port}"])' in res.stderr, res.stderr
 
 
 def test_a_recording_scope_refuses_nothing_and_reports_what_it_would_deny(loopback, run_guarded):
