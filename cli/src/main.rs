@@ -11,6 +11,7 @@
 mod args;
 mod collector;
 mod handover;
+mod own_dir;
 mod report;
 mod spawn;
 mod unguarded;
@@ -135,6 +136,8 @@ fn run() -> Result<Exit, Fatal> {
         config.allow_unguarded,
     )?;
     let events = EventSocket::bind(&sealed.locator)?;
+    // `loopback:own`: where the run's processes record their loopback listeners.
+    let _own_dir = own_dir::OwnDir::create(&config.rules, &config.grantable, &sealed.locator)?;
     let signals = Signals::block()?;
 
     let started = SystemTime::now();

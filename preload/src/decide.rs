@@ -33,10 +33,17 @@ fn by_run_rules(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8]>)
     if let Some(rule) = view.match_addr(ip, port) {
         return (Verdict::Allow { rule }, host);
     }
-    match by_name.and_then(|f| f.rule) {
-        Some(rule) => (Verdict::Allow { rule }, host),
-        None => (Verdict::Deny(DenyReason::NoRule), host),
+    if let Some(rule) = by_name.and_then(|f| f.rule) {
+        return (Verdict::Allow { rule }, host);
     }
+    // `loopback:own`: only while a process of this run listens there (own.rs).
+    if let Some(rule) = view.loopback_own_rule() {
+        let ours = |loc| crate::own::owned(&loc, ip, port);
+        if egress_policy::is_loopback(ip) && loaded.locator.is_some_and(ours) {
+            return (Verdict::Allow { rule }, host);
+        }
+    }
+    (Verdict::Deny(DenyReason::NoRule), host)
 }
 
 /// How a name lookup is treated.

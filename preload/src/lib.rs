@@ -23,6 +23,7 @@ mod highfd;
 mod hooks;
 mod learned;
 mod names;
+mod own;
 mod real;
 mod route;
 mod scope;

@@ -27,6 +27,10 @@ impl PortRange {
 pub enum Target {
     /// 127.0.0.0/8, ::1, their IPv4-mapped forms, 0.0.0.0 and ::.
     Loopback,
+    /// `loopback:own`: a loopback address and port where a process of this run listens (TCP)
+    /// or is bound (UDP) at the moment of the attempt. Decided by the library, which knows
+    /// the run's listeners; it never matches statically.
+    LoopbackOwn,
     /// Exactly this DNS name (stored lower-case, without a trailing dot).
     Name(String),
     /// Any name strictly below this suffix (the rule `*.example.com` stores `example.com`).
@@ -78,6 +82,14 @@ pub fn parse_rule(input: &str) -> Result<Rule, RuleError> {
         ));
     }
     let (host, ports) = split_host_port(text).map_err(fail)?;
+    if host.eq_ignore_ascii_case("loopback") && ports.is_some_and(|p| p.eq_ignore_ascii_case("own"))
+    {
+        return Ok(Rule {
+            text: text.to_string(),
+            target: Target::LoopbackOwn,
+            ports: PortRange::ALL,
+        });
+    }
     let ports = match ports {
         None => PortRange::ALL,
         Some(spec) => parse_ports(spec).map_err(fail)?,
@@ -375,7 +387,7 @@ impl Rule {
             && match &self.target {
                 Target::Loopback => is_loopback(ip),
                 Target::Net { addr, prefix } => net_contains(*addr, *prefix, ip),
-                Target::Name(_) | Target::Below(_) => false,
+                Target::Name(_) | Target::Below(_) | Target::LoopbackOwn => false,
             }
     }
 
@@ -445,6 +457,7 @@ impl Rule {
         }
         match (&self.target, &other.target) {
             (Target::Loopback, Target::Loopback) => true,
+            (Target::Loopback | Target::LoopbackOwn, Target::LoopbackOwn) => true,
             (Target::Loopback, Target::Net { addr, prefix }) => loopback_nets()
                 .iter()
                 .any(|&(net, p)| net_within(*addr, *prefix, net, p)),

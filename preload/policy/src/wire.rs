@@ -87,6 +87,8 @@ const KIND_NET4: u8 = 1;
 const KIND_NET6: u8 = 2;
 const KIND_NAME: u8 = 3;
 const KIND_BELOW: u8 = 4;
+/// `loopback:own` (version 4): in the loopback section of the index, never matched there.
+const KIND_LOOPBACK_OWN: u8 = 5;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
@@ -284,6 +286,7 @@ pub fn encode_with_grantable(
         let mut rec = [0u8; RULE_LEN];
         let (kind, prefix, addr, name): (u8, u8, [u8; 16], &str) = match &rule.target {
             Target::Loopback => (KIND_LOOPBACK, 0, [0; 16], ""),
+            Target::LoopbackOwn => (KIND_LOOPBACK_OWN, 0, [0; 16], ""),
             Target::Net {
                 addr: IpAddr::V4(v4),
                 prefix,
@@ -380,7 +383,7 @@ fn encode_index(rules: &[Rule]) -> Vec<u8> {
     for (i, rule) in rules.iter().enumerate() {
         let i = i as u32;
         match &rule.target {
-            Target::Loopback => loopback.push(i),
+            Target::Loopback | Target::LoopbackOwn => loopback.push(i),
             Target::Name(n) => names.push((n.as_bytes(), i)),
             Target::Below(n) => below.push((n.as_bytes(), i)),
             Target::Net {
@@ -850,6 +853,15 @@ impl<'a> PolicyView<'a> {
         self.rule_count
     }
 
+    /// The first `loopback:own` rule, if any: the library decides it (it knows the run's
+    /// listeners), `match_addr` never returns it.
+    pub fn loopback_own_rule(&self) -> Option<usize> {
+        self.index.loopback.positions().find_map(|pos| {
+            let i = self.slot(pos)?;
+            (self.record(i)?[0] == KIND_LOOPBACK_OWN).then_some(i)
+        })
+    }
+
     /// The texts of the grantable rules (`--grantable`), in order; each was a valid rule when
     /// the launcher wrote it. In reports, grantable rule `g` is rule `rule_count() + g`.
     pub fn grantable(&self) -> impl Iterator<Item = &'a str> {
@@ -875,7 +887,7 @@ impl<'a> PolicyView<'a> {
             hi: u16_at(r, 4),
         };
         let prefix_ok = match kind {
-            KIND_LOOPBACK | KIND_NAME | KIND_BELOW => prefix == 0,
+            KIND_LOOPBACK | KIND_LOOPBACK_OWN | KIND_NAME | KIND_BELOW => prefix == 0,
             KIND_NET4 => prefix <= V4::MAX_PREFIX,
             KIND_NET6 => prefix <= V6::MAX_PREFIX,
             _ => false,
@@ -978,7 +990,8 @@ impl<'a> PolicyView<'a> {
         if is_loopback(ip) {
             let lowest = self.index.loopback.positions().find_map(|pos| {
                 let i = self.slot(pos)?;
-                self.rule_ports(i)?.contains(port).then_some(i)
+                let plain = self.record(i)?[0] == KIND_LOOPBACK;
+                (plain && self.rule_ports(i)?.contains(port)).then_some(i)
             });
             best = lowest.unwrap_or(best);
         }
@@ -1146,7 +1159,8 @@ impl<'a> PolicyView<'a> {
         let mut prev = None;
         for pos in index.loopback.positions() {
             let i = view.slot(pos)?;
-            if kind_of(i) != Some(KIND_LOOPBACK) || prev >= Some(i) {
+            let loopback_kind = matches!(kind_of(i), Some(KIND_LOOPBACK | KIND_LOOPBACK_OWN));
+            if !loopback_kind || prev >= Some(i) {
                 return None;
             }
             prev = Some(i);

@@ -190,6 +190,7 @@ impl Scope {
             }
             let hit = match &r.rule.target {
                 Target::Loopback | Target::Net { .. } => r.rule.matches_addr(ip, port),
+                Target::LoopbackOwn => is_loopback(ip) && crate::own::owned_here(ip, port),
                 Target::Name(n) | Target::Below(n) => {
                     (is_localhost_name(n) && is_loopback(ip))
                         || host
