@@ -577,3 +577,26 @@ mod containment_tests {
         assert_eq!(contained_in(&[], &r("loopback")), None);
     }
 }
+
+#[cfg(test)]
+mod loopback_own_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_own_parses_and_never_matches_statically() {
+        for text in ["loopback:own", "LOOPBACK:OWN", " loopback:own "] {
+            let r = parse_rule(text).unwrap();
+            assert_eq!((r.target, r.ports), (Target::LoopbackOwn, PortRange::ALL));
+        }
+        let own = parse_rule("loopback:own").unwrap();
+        assert!(!own.matches_addr("127.0.0.1".parse().unwrap(), 80));
+        assert!(parse_rule("loopback:owner").is_err());
+        assert!(parse_rule("localhost:own").is_err());
+        // Within loopback and itself; nothing else lies within it.
+        assert!(parse_rule("loopback").unwrap().contains(&own));
+        assert!(own.contains(&own));
+        assert!(!own.contains(&parse_rule("127.0.0.1:8080").unwrap()));
+        assert!(!own.contains(&parse_rule("loopback").unwrap()));
+        assert!(!parse_rule("127.0.0.0/8").unwrap().contains(&own));
+    }
+}

@@ -290,7 +290,8 @@ fn ref_matches_addr(rule: &Rule, ip: IpAddr, port: u16) -> bool {
             let width: u32 = if net4 { 32 } else { 128 };
             net4 == is4 && (*prefix == 0 || (val ^ net) >> (width - u32::from(*prefix)) == 0)
         }
-        Target::Name(_) | Target::Below(_) => false,
+        // Decided by the library (the run's listeners), never by the policy alone.
+        Target::Name(_) | Target::Below(_) | Target::LoopbackOwn => false,
     }
 }
 

@@ -501,7 +501,8 @@ fn rule_count_above_limit_is_too_many_rules() {
 
 #[test]
 fn unknown_rule_kind_is_bad_rule() {
-    for kind in [5u8, 9, 0xff] {
+    // (5 is `loopback:own`, version 4.)
+    for kind in [6u8, 9, 0xff] {
         assert_eq!(
             err_after(|b| b[rule_at(0) + R_KIND] = kind),
             DecodeError::BadRule
@@ -888,4 +889,20 @@ fn malformed_grantable_sections_are_refused() {
     assert_eq!(edit(&|b| b[end - 3] = 0xff), DecodeError::BadGrantable);
     assert_eq!(edit(&|b| put_u32(b, 72, 0)), DecodeError::BadGrantable);
     assert_eq!(edit(&|b| put_u32(b, 76, 1)), DecodeError::BadGrantable);
+}
+
+#[test]
+fn loopback_own_rules_sit_in_the_loopback_section_and_never_match_there() {
+    let bytes = encode(
+        Mode::Block,
+        1,
+        &rules(&["loopback:own", "loopback:80", "203.0.113.7"]),
+    );
+    let v = PolicyView::parse(&bytes).expect("valid");
+    assert_eq!(v.loopback_own_rule(), Some(0));
+    assert_eq!(v.match_addr("127.0.0.1".parse().unwrap(), 80), Some(1));
+    assert_eq!(v.match_addr("127.0.0.1".parse().unwrap(), 81), None);
+    assert_eq!(v.rule(0).unwrap().text, "loopback:own");
+    let plain = encode(Mode::Block, 1, &rules(&["loopback"]));
+    assert_eq!(PolicyView::parse(&plain).unwrap().loopback_own_rule(), None);
 }
