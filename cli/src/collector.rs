@@ -86,6 +86,8 @@ struct FoldKey {
     test: Option<String>,
     caller: Option<String>,
     py_caller: Option<String>,
+    /// A scope's denial and a run's denial of one destination are two lines.
+    reason: Option<String>,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -398,6 +400,7 @@ impl Collector {
             test: test.clone(),
             caller: a.caller.clone(),
             py_caller: a.py_caller.clone(),
+            reason: a.reason.clone(),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
