@@ -4,7 +4,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 RELEASE := target/release
 
-.PHONY: all build test unit fuzz e2e lint demo bench install uninstall clean
+.PHONY: all build test unit fuzz e2e lint demo bench install uninstall clean wheel
 
 # Cases per property when fuzzing the rule parser and the policy decoder (bounded, for CI).
 FUZZ_CASES ?= 20000
@@ -21,6 +21,7 @@ test: build unit fuzz e2e
 
 unit:
 	$(CARGO) test --release --workspace
+	$(PYTHON) -m pytest -q -p no:cacheprovider python/tests
 
 # The property tests are the fuzz targets (stable Rust has no cargo-fuzz): arbitrary and
 # mutated rules and policies must never panic, hang or be accepted wrongly.
@@ -41,6 +42,12 @@ demo: build
 bench: build
 	PYTHON=$(PYTHON) scripts/bench/fetch.sh
 	scripts/sandbox.sh scripts/bench.sh
+
+# A wheel with the launcher, the library, the Python package and the pytest plugin, built
+# without a build backend or network (scripts/build_wheel.py): pip install it, then
+# `pytest --egress`.
+wheel: build
+	$(PYTHON) scripts/build_wheel.py
 
 MAN_PAGES := egress-run egress-run-report egress-run-suggest egress-run-doctor
 SHARE := $(DESTDIR)$(PREFIX)/share

@@ -91,6 +91,10 @@ struct Cli {
     #[arg(long = "allow-file", value_name = "PATH")]
     allow_file: Vec<PathBuf>,
 
+    /// A rule code in the run may grant itself in a scope (repeatable; none by default)
+    #[arg(long = "grantable", value_name = "RULE")]
+    grantable: Vec<String>,
+
     /// Write the JSON-lines report to PATH (created or truncated)
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
@@ -191,6 +195,8 @@ pub struct Config {
     pub mode: Mode,
     pub deny_as: DenyAs,
     pub rules: Vec<Rule>,
+    /// `--grantable`: what a scope may grant beyond `rules` (docs/scopes.md).
+    pub grantable: Vec<Rule>,
     pub report: Option<PathBuf>,
     pub quiet: bool,
     pub allow_unguarded: bool,
@@ -282,6 +288,13 @@ pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
     for path in &cli.allow_file {
         rules.extend(read_allow_file(path)?);
     }
+    let mut grantable = Vec::new();
+    for text in &cli.grantable {
+        grantable.push(
+            parse_rule(text)
+                .map_err(|e| Fatal::new(format!("--grantable: {e}"), "fix or remove it"))?,
+        );
+    }
     Ok(Invocation::Run(Config {
         mode,
         deny_as: match cli.deny_as {
@@ -289,6 +302,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
             DenyAsArg::Offline => DenyAs::Offline,
         },
         rules,
+        grantable,
         report: cli.report,
         quiet: cli.quiet,
         allow_unguarded: cli.allow_unguarded,

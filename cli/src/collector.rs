@@ -36,6 +36,11 @@ enum Wire {
     Connect(WireAttempt),
     Send(WireAttempt),
     Resolve(WireAttempt),
+    /// A process set its current test (`egress_run_v1_set_test`); null: none.
+    Test {
+        pid: i32,
+        test: Option<String>,
+    },
     End {
         nonce: u64,
     },
@@ -59,6 +64,10 @@ struct WireAttempt {
     enforced: bool,
     /// The shared counter slot that counts this attempt's repeats in that process.
     slot: Option<u64>,
+    /// The shared object whose code made the call, when not the program.
+    caller: Option<String>,
+    /// The Python code that made the call (set by the Python package).
+    py_caller: Option<String>,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
 }
@@ -78,6 +87,11 @@ struct FoldKey {
     enforced: bool,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
+    test: Option<String>,
+    caller: Option<String>,
+    py_caller: Option<String>,
+    /// A scope's denial and a run's denial of one destination are two lines.
+    reason: Option<String>,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -119,6 +133,10 @@ pub struct Collector {
     pub slots: Vec<(usize, u64)>,
     /// Programs block mode refused to run because the guard cannot enter them.
     pub refused_unguarded: u64,
+    /// Each process's current test: set by the process, or inherited from its parent when
+    /// the process checked in (so a test's children, through shells or with a cleared
+    /// environment, carry its id).
+    tests: HashMap<i32, String>,
 }
 
 /// The launcher's end of the event socket.
@@ -421,6 +439,7 @@ impl Collector {
             raw_fold: HashMap::new(),
             slots: Vec::new(),
             refused_unguarded: 0,
+            tests: HashMap::new(),
         }
     }
 
@@ -607,6 +626,9 @@ impl Collector {
                 }
                 self.exes.insert(pid, exe.clone());
                 self.pids.insert(pid);
+                if let Some(t) = self.tests.get(&ppid).cloned() {
+                    self.tests.insert(pid, t);
+                }
                 self.push(Line::Process(ProcessLine {
                     policy_error,
                     ..ProcessLine::new(pid, ppid, exe, argv)
@@ -615,11 +637,20 @@ impl Collector {
             Wire::Connect(a) => self.attempt("connect", a),
             Wire::Send(a) => self.attempt("send", a),
             Wire::Resolve(a) => self.attempt("resolve", a),
+            Wire::Test { pid, test } => match test {
+                Some(t) => {
+                    self.tests.insert(pid, t);
+                }
+                None => {
+                    self.tests.remove(&pid);
+                }
+            },
             Wire::End { .. } => {}
         }
     }
 
     fn attempt(&mut self, kind: &'static str, a: WireAttempt) {
+        let test = self.tests.get(&a.pid).cloned();
         let key = FoldKey {
             kind,
             pid: a.pid,
@@ -633,6 +664,10 @@ impl Collector {
             enforced: a.enforced,
             denied_by: a.denied_by,
             chain: a.chain.clone(),
+            test: test.clone(),
+            caller: a.caller.clone(),
+            py_caller: a.py_caller.clone(),
+            reason: a.reason.clone(),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
@@ -673,6 +708,9 @@ impl Collector {
             reason: a.reason,
             denied_by: a.denied_by,
             chain: a.chain,
+            test,
+            caller: a.caller,
+            py_caller: a.py_caller,
             count: 1,
         }));
     }
@@ -714,6 +752,12 @@ impl Collector {
             Some(r) if r.contains("no valid policy") => r.to_string(),
             // Refused whatever the rules say (a source route, a packet socket).
             Some(r) if r.contains("no rule can allow") => r.to_string(),
+            // A thread's scope (docs/scopes.md): granted in the scope, not on the command line.
+            Some(r) if r.contains("scope") => format!(
+                "{r}; grant it in the scope: egress_guard([\"{rule}\"]), \
+                 @pytest.mark.egress(allow=[\"{rule}\"])",
+                rule = suggest_rule(a.host.as_deref(), ip, a.port.filter(|_| kind != "resolve"))
+            ),
             _ => format!(
                 "to allow it: --allow {}",
                 suggest_rule(a.host.as_deref(), ip, a.port.filter(|_| kind != "resolve"))

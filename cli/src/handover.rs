@@ -9,7 +9,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::wire::{encode_full, Counters, Settings, EVENT_KEY_LEN, FLAG_ALLOW_UNGUARDED};
+use egress_policy::wire::{
+    encode_with_grantable, Counters, Settings, EVENT_KEY_LEN, FLAG_ALLOW_UNGUARDED,
+};
 use egress_policy::{DenyAs, Locator, Mode, Rule, GUARD_FD_BASE, GUARD_FD_BELOW_LIMIT};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,6 +143,7 @@ pub fn seal_policy(
     mode: Mode,
     deny_as: DenyAs,
     rules: &[Rule],
+    grantable: &[Rule],
     allow_unguarded: bool,
 ) -> Result<SealedPolicy, Fatal> {
     let fail = |what: &str, e: std::io::Error| {
@@ -167,7 +170,7 @@ pub fn seal_policy(
         }),
         event_key,
     };
-    let bytes = encode_full(settings, std::process::id(), rules);
+    let bytes = encode_with_grantable(settings, std::process::id(), rules, grantable);
     // SAFETY: a NUL-terminated name; no FD_CLOEXEC, so children inherit the descriptor.
     let raw = unsafe { libc::memfd_create(c"egress-run-policy".as_ptr(), libc::MFD_ALLOW_SEALING) };
     if raw < 0 {

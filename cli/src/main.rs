@@ -12,6 +12,7 @@ mod args;
 mod collector;
 mod doctor;
 mod handover;
+mod own_dir;
 mod policy_service;
 mod report;
 mod reports;
@@ -163,9 +164,12 @@ fn run() -> Result<Exit, Fatal> {
         config.mode,
         config.deny_as,
         &config.rules,
+        &config.grantable,
         config.allow_unguarded,
     )?;
     let events = EventSocket::bind(&sealed.locator, sealed.event_key)?;
+    // `loopback:own`: where the run's processes record their loopback listeners.
+    let _own_dir = own_dir::OwnDir::create(&config.rules, &config.grantable, &sealed.locator)?;
     let signals = Signals::block()?;
     // After the signals are blocked: its thread inherits the mask and never takes one.
     let _policy_service = policy_service::start(&sealed.locator);
@@ -173,7 +177,13 @@ fn run() -> Result<Exit, Fatal> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let rule_texts: Vec<String> = config.rules.iter().map(|r| r.text.clone()).collect();
-    let mut collector = Collector::new(config.mode, rule_texts.clone(), config.quiet, journal);
+    // Attempts name grantable rules (a scope's grants) by numbers after the run's rules.
+    let numbered: Vec<String> = rule_texts
+        .iter()
+        .cloned()
+        .chain(config.grantable.iter().map(|r| r.text.clone()))
+        .collect();
+    let mut collector = Collector::new(config.mode, numbered, config.quiet, journal);
     let command_argv: Vec<String> = config
         .command
         .iter()
@@ -204,6 +214,7 @@ fn run() -> Result<Exit, Fatal> {
         mode: config.mode.as_str(),
         deny_as: config.deny_as.as_str(),
         rules: &rule_texts,
+        grantable: config.grantable.iter().map(|r| r.text.clone()).collect(),
         argv: command_argv.clone(),
         started: humantime::format_rfc3339_millis(started).to_string(),
         egress_run: env!("CARGO_PKG_VERSION"),

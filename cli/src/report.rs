@@ -15,6 +15,9 @@ pub struct RunLine<'a> {
     /// Extension: how denials looked to the program (`--deny-as`).
     pub deny_as: &'static str,
     pub rules: &'a [String],
+    /// Extension: the `--grantable` rules (what scopes may grant), when any.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub grantable: Vec<String>,
     pub argv: Vec<String>,
     pub started: String,
     pub egress_run: &'static str,
@@ -85,6 +88,16 @@ pub struct AttemptLine {
     /// Extension (nested runs): every level's decision, innermost first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<Vec<ChainLevel>>,
+    /// The pytest node id of the test running in that process (or in the process that
+    /// started it) when the attempt was made (docs/scopes.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// The file name of the shared object whose code made the call, when not the program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// For Python code: `module:function` of the first frame outside the standard library.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub py_caller: Option<String>,
     pub count: u64,
 }
 
@@ -96,6 +109,8 @@ pub struct ChainLevel {
     pub enforced: bool,
 }
 
+// Attempt lines are most lines: boxing them would add an allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Line {
     Process(ProcessLine),
     Attempt(AttemptLine),

@@ -2,13 +2,23 @@
 
 use crate::learned;
 use crate::names;
+use crate::scope;
 use crate::sock::Dest;
 use crate::state::Loaded;
 use crate::verdict::{DenyReason, Verdict};
 
 /// The verdict for a connection or datagram to `dest`, and the name it came from if this
-/// process looked it up. Non-IP destinations (Unix, netlink, `AF_UNSPEC`) pass through.
+/// process looked it up. Non-IP destinations (Unix, netlink, `AF_UNSPEC`) pass through. The
+/// calling thread's scope, if any, narrows the run's verdict (scope/).
 pub fn destination(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8]>) {
+    let (verdict, host) = by_run_rules(loaded, dest);
+    match dest {
+        Dest::Inet { ip, port } => (scope::narrow_dest(loaded, ip, port, host, verdict), host),
+        _ => (verdict, host),
+    }
+}
+
+fn by_run_rules(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8]>) {
     let Dest::Inet { ip, port } = dest else {
         return (Verdict::PassThrough, None);
     };
@@ -23,10 +33,17 @@ pub fn destination(loaded: &Loaded, dest: Dest) -> (Verdict, Option<&'static [u8
     if let Some(rule) = view.match_addr(ip, port) {
         return (Verdict::Allow { rule }, host);
     }
-    match by_name.and_then(|f| f.rule) {
-        Some(rule) => (Verdict::Allow { rule }, host),
-        None => (Verdict::Deny(DenyReason::NoRule), host),
+    if let Some(rule) = by_name.and_then(|f| f.rule) {
+        return (Verdict::Allow { rule }, host);
     }
+    // `loopback:own`: only while a process of this run listens there (own.rs).
+    if let Some(rule) = view.loopback_own_rule() {
+        let ours = |loc| crate::own::owned(&loc, ip, port);
+        if egress_policy::is_loopback(ip) && loaded.locator.is_some_and(ours) {
+            return (Verdict::Allow { rule }, host);
+        }
+    }
+    (Verdict::Deny(DenyReason::NoRule), host)
 }
 
 /// How a name lookup is treated.
@@ -54,7 +71,7 @@ pub fn name(loaded: &Loaded, name: &[u8], numeric_hint: bool, family: libc::c_in
         Err(_) => return Lookup::Dns(Verdict::Deny(DenyReason::NoPolicy)),
     };
     if let Some(rule) = view.match_name(name) {
-        return Lookup::Dns(Verdict::Allow { rule });
+        return Lookup::Dns(scope::narrow_name(loaded, name, Verdict::Allow { rule }));
     }
     if names::in_etc_hosts(name, family) {
         return Lookup::Local;
@@ -62,5 +79,6 @@ pub fn name(loaded: &Loaded, name: &[u8], numeric_hint: bool, family: libc::c_in
     if names::is_localhost(name) {
         return Lookup::Loopback;
     }
-    Lookup::Dns(Verdict::Deny(DenyReason::NoRule))
+    let verdict = Verdict::Deny(DenyReason::NoRule);
+    Lookup::Dns(scope::narrow_name(loaded, name, verdict))
 }

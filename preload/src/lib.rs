@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod caller;
 mod carray;
 mod chain;
 mod channel;
@@ -22,11 +23,13 @@ mod hooks;
 mod learned;
 mod mem;
 mod names;
+mod own;
 mod policy_request;
 mod real;
 #[cfg(target_arch = "x86_64")]
 mod rebind;
 mod route;
+mod scope;
 mod scratch;
 mod sock;
 mod state;

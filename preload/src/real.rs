@@ -146,6 +146,9 @@ pub static DUP2: Real = Real::new(b"dup2\0");
 pub static DUP3: Real = Real::new(b"dup3\0");
 pub static CLOSE_RANGE: Real = Real::new(b"close_range\0");
 pub static SETSOCKOPT: Real = Real::new(b"setsockopt\0");
+/// `listen` and `bind` (for `loopback:own`, own.rs): resolved on first use.
+pub static LISTEN: Real = Real::new(b"listen\0");
+pub static BIND: Real = Real::new(b"bind\0");
 
 /// The functions a program may call from a signal handler or between `fork` and `exec`
 /// (async-signal-safe, or system-call wrappers used as such): resolved at initialisation, so
@@ -189,6 +192,9 @@ pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 pub type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
 pub type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+/// `bind` has connect's signature.
+pub type BindFn = ConnectFn;
+pub type ListenFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 pub type SendtoFn = unsafe extern "C" fn(
     c_int,
     *const libc::c_void,

@@ -390,6 +390,7 @@ fn register_fork_handler() {
     extern "C" fn child_after_fork() {
         // The parent's folded attempts are the parent's: this process starts its own lines.
         channel::forked();
+        crate::scope::forked_child();
         crate::guard::with_guard(
             || (),
             || {

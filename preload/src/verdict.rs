@@ -14,6 +14,8 @@ pub enum DenyReason {
     SourceRoute,
     /// A packet socket (`AF_PACKET`): no rule allows one.
     PacketSocket,
+    /// The calling thread's scope does not allow it (docs/scopes.md).
+    Scope,
 }
 
 impl DenyReason {
@@ -23,6 +25,7 @@ impl DenyReason {
             DenyReason::NoPolicy => "the process has no valid policy (fail closed)",
             DenyReason::SourceRoute => "source routing is refused (no rule can allow it)",
             DenyReason::PacketSocket => "packet sockets are refused (no rule can allow them)",
+            DenyReason::Scope => "the calling thread's scope does not allow it",
         }
     }
 }

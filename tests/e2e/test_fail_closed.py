@@ -48,7 +48,7 @@ def checksum(data):
 
 
 DENY_AS = {"eacces": 0, "offline": 1}
-HEADER_LEN = 88
+HEADER_LEN = 96
 EVENT_KEY = bytes(range(1, 17))
 # The event channel's framing (preload/policy/src/event.rs): magic, version, 3 zero bytes, key.
 EVENT_HEADER_LEN = 24
@@ -56,7 +56,7 @@ EVENT_HEADER_LEN = 24
 
 def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
     """A policy (wire version 4, see preload/policy/src/wire.rs) whose rules are all `loopback`
-    (every port) rules named by `rules`; its event key is EVENT_KEY."""
+    (every port) rules named by `rules`, with no grantable rules; its event key is EVENT_KEY."""
     strings, records = b"", b""
     for text in rules:
         off = len(strings)
@@ -71,9 +71,9 @@ def encode_policy(mode, launcher_pid, rules=("loopback",), deny_as="eacces"):
     index_off = HEADER_LEN + len(records) + len(strings)
     total = index_off + len(index)
     # magic version mode pid rule_count total flags checksum counters_fd index_off
-    # counters_ino counters_slots (no counters) deny_as event_key
-    header = MAGIC + struct.pack("<IIIIIIQiIQQQ16s", 4, mode, launcher_pid, len(rules), total, 0, 0,
-                                 0, index_off, 0, 0, DENY_AS[deny_as], EVENT_KEY)
+    # counters_ino counters_slots (no counters) deny_as event_key grantable_off grantable_len
+    header = MAGIC + struct.pack("<IIIIIIQiIQQQ16sII", 4, mode, launcher_pid, len(rules), total, 0,
+                                 0, 0, index_off, 0, 0, DENY_AS[deny_as], EVENT_KEY, total, 0)
     assert len(header) == HEADER_LEN
     out = bytearray(header + records + strings + index)
     out[32:40] = struct.pack("<Q", checksum(out))

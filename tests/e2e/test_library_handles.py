@@ -167,7 +167,7 @@ __close close_range dup dup2 __dup2 dup3 getaddrinfo getaddrinfo_a gethostbyname
 gethostbyname_r gethostbyname2_r gethostbyaddr gethostbyaddr_r getnameinfo res_query res_search
 res_querydomain res_send res_nquery res_nsearch res_nquerydomain res_nsend __res_query __res_search
 __res_querydomain __res_send __res_nquery __res_nsearch __res_nquerydomain __res_nsend execve execv
-execvp execvpe execl execlp execle execveat fexecve posix_spawn posix_spawnp system popen wordexp syscall
+execvp execvpe execl execlp execle execveat fexecve posix_spawn posix_spawnp system popen wordexp syscall listen bind
 setsockopt dlopen dlmopen dlsym dlvsym rcmd rcmd_af rexec rexec_af ruserok ruserok_af iruserok
 iruserok_af""".split()
 

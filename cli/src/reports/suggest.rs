@@ -40,7 +40,9 @@ fn sort_key(rule: &str) -> SortKey {
         u32::from(parsed.ports.lo) + 1
     };
     match parsed.target {
-        egress_policy::Target::Loopback => SortKey::Loopback(port),
+        egress_policy::Target::Loopback | egress_policy::Target::LoopbackOwn => {
+            SortKey::Loopback(port)
+        }
         egress_policy::Target::Name(n) => SortKey::Name(n, port),
         egress_policy::Target::Below(n) => SortKey::Name(format!("*.{n}"), port),
         egress_policy::Target::Net { addr, .. } => SortKey::Addr(addr, port),

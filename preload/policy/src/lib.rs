@@ -8,7 +8,8 @@ pub mod rule;
 pub mod wire;
 
 pub use rule::{
-    canonical_ip, is_loopback, parse_rule, suggest_rule, PortRange, Rule, RuleError, Target,
+    canonical_ip, contained_in, is_localhost_name, is_loopback, parse_rule, suggest_rule,
+    PortRange, Rule, RuleError, Target,
 };
 pub use wire::{encode, DecodeError, DenyAs, Mode, PolicyView, RuleView};
 
@@ -58,6 +59,9 @@ pub const POLICY_SERVICE_OK: &[u8] = b"ok";
 /// The policy service's refusal (a process outside the run's tree), followed by the reason.
 pub const POLICY_SERVICE_REFUSED: &[u8] = b"refused: ";
 
+/// Where `Locator::own_dir` lives: memory-backed, and named by the run's launcher and policy.
+pub const OWN_DIR_PREFIX: &str = "/dev/shm/egress-run.";
+
 /// Where a policy is, as the environment variable says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Locator {
@@ -94,6 +98,26 @@ impl Locator {
             "v1:{}:{}:{}:{}",
             self.launcher_pid, self.fd, self.dev, self.ino
         )
+    }
+
+    /// The directory where the run's processes record their loopback listeners for
+    /// `loopback:own` (one empty file per socket inode), as a string for the launcher.
+    pub fn own_dir(&self) -> String {
+        format!("{OWN_DIR_PREFIX}{}.{}.own", self.launcher_pid, self.ino)
+    }
+
+    /// `own_dir` without allocating, NUL-terminated, for the library: the length without
+    /// the NUL.
+    pub fn own_dir_into(&self, buf: &mut [u8; 64]) -> usize {
+        let mut w = Cursor { buf, len: 0 };
+        w.put(OWN_DIR_PREFIX.as_bytes());
+        w.put_u64(u64::from(self.launcher_pid));
+        w.put(b".");
+        w.put_u64(self.ino);
+        w.put(b".own");
+        let n = w.len.min(63);
+        w.buf[n] = 0;
+        n
     }
 
     /// The abstract Unix socket name (without its leading NUL) the launcher listens on.

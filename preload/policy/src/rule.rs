@@ -27,6 +27,10 @@ impl PortRange {
 pub enum Target {
     /// 127.0.0.0/8, ::1, their IPv4-mapped forms, 0.0.0.0 and ::.
     Loopback,
+    /// `loopback:own`: a loopback address and port where a process of this run listens (TCP)
+    /// or is bound (UDP) at the moment of the attempt. Decided by the library, which knows
+    /// the run's listeners; it never matches statically.
+    LoopbackOwn,
     /// Exactly this DNS name (stored lower-case, without a trailing dot).
     Name(String),
     /// Any name strictly below this suffix (the rule `*.example.com` stores `example.com`).
@@ -78,6 +82,14 @@ pub fn parse_rule(input: &str) -> Result<Rule, RuleError> {
         ));
     }
     let (host, ports) = split_host_port(text).map_err(fail)?;
+    if host.eq_ignore_ascii_case("loopback") && ports.is_some_and(|p| p.eq_ignore_ascii_case("own"))
+    {
+        return Ok(Rule {
+            text: text.to_string(),
+            target: Target::LoopbackOwn,
+            ports: PortRange::ALL,
+        });
+    }
     let ports = match ports {
         None => PortRange::ALL,
         Some(spec) => parse_ports(spec).map_err(fail)?,
@@ -375,7 +387,7 @@ impl Rule {
             && match &self.target {
                 Target::Loopback => is_loopback(ip),
                 Target::Net { addr, prefix } => net_contains(*addr, *prefix, ip),
-                Target::Name(_) | Target::Below(_) => false,
+                Target::Name(_) | Target::Below(_) | Target::LoopbackOwn => false,
             }
     }
 
@@ -407,5 +419,184 @@ pub fn suggest_rule(host: Option<&str>, ip: Option<IpAddr>, port: Option<u16>) -
         Some(IpAddr::V6(v6)) if !port_suffix.is_empty() => format!("[{v6}]{port_suffix}"),
         Some(ip) => format!("{ip}{port_suffix}"),
         None => host.unwrap_or("").to_string(),
+    }
+}
+
+/// The addresses `loopback` matches, as networks: a network rule within one of these lies
+/// within `loopback`.
+fn loopback_nets() -> [(IpAddr, u8); 4] {
+    [
+        (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 32),
+        (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+        (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
+    ]
+}
+
+/// True for the names that only ever mean this host (`localhost`, `*.localhost`, RFC 6761):
+/// a scope rule naming one is a loopback rule.
+pub fn is_localhost_name(name: &str) -> bool {
+    name_matches(false, b"localhost", name.as_bytes())
+        || name_matches(true, b"localhost", name.as_bytes())
+}
+
+/// True when the network `inner/q` lies within `outer/p` (same family, at least as long).
+fn net_within(inner: IpAddr, q: u8, outer: IpAddr, p: u8) -> bool {
+    q >= p && net_contains(outer, p, inner)
+}
+
+impl Rule {
+    /// True when everything `other` allows, this rule allows too: `127.0.0.1:8080` lies
+    /// within `loopback`, `a.example.com` within `*.example.com`, a /28 within its /24,
+    /// `host:443` within `host:1-1024`. A name rule never lies within an address rule, nor an
+    /// address rule within a name rule (what a name resolves to is not known in advance),
+    /// except `localhost` names, which lie within `loopback`.
+    pub fn contains(&self, other: &Rule) -> bool {
+        if other.ports.lo < self.ports.lo || other.ports.hi > self.ports.hi {
+            return false;
+        }
+        match (&self.target, &other.target) {
+            (Target::Loopback, Target::Loopback) => true,
+            (Target::Loopback | Target::LoopbackOwn, Target::LoopbackOwn) => true,
+            (Target::Loopback, Target::Net { addr, prefix }) => loopback_nets()
+                .iter()
+                .any(|&(net, p)| net_within(*addr, *prefix, net, p)),
+            (Target::Loopback, Target::Name(n) | Target::Below(n)) => is_localhost_name(n),
+            (Target::Net { addr, prefix }, Target::Net { addr: a, prefix: q }) => {
+                net_within(*a, *q, *addr, *prefix)
+            }
+            (Target::Name(n), Target::Name(m)) => n == m,
+            (Target::Below(n), Target::Name(m)) => name_matches(true, n.as_bytes(), m.as_bytes()),
+            (Target::Below(n), Target::Below(m)) => {
+                n == m || name_matches(true, n.as_bytes(), m.as_bytes())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The first rule of `bound` that contains `rule`, if any.
+pub fn contained_in(bound: &[Rule], rule: &Rule) -> Option<usize> {
+    bound.iter().position(|b| b.contains(rule))
+}
+
+#[cfg(test)]
+mod containment_tests {
+    use super::*;
+
+    fn r(text: &str) -> Rule {
+        parse_rule(text).expect(text)
+    }
+
+    fn within(inner: &str, outer: &str) -> bool {
+        r(outer).contains(&r(inner))
+    }
+
+    #[test]
+    fn loopback_holds_its_addresses_and_names() {
+        for inner in [
+            "127.0.0.1:8080",
+            "127.0.0.0/8",
+            "127.1.2.0/24:1-100",
+            "::1",
+            "[::1]:5432",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+            "localhost",
+            "localhost:80",
+            "db.localhost",
+            "*.localhost",
+            "loopback:22",
+        ] {
+            assert!(within(inner, "loopback"), "{inner}");
+        }
+        for outer in ["127.0.0.0/8", "127.0.0.1"] {
+            assert!(!within("loopback", outer), "{outer}");
+        }
+        for inner in [
+            "126.0.0.0/7",
+            "203.0.113.7",
+            "::2",
+            "0.0.0.0/0",
+            "example.com",
+            "*.example.com",
+        ] {
+            assert!(!within(inner, "loopback"), "{inner}");
+        }
+    }
+
+    #[test]
+    fn names_lie_below_wildcards_only() {
+        assert!(within("a.example.com", "*.example.com"));
+        assert!(within("b.a.example.com:443", "*.example.com"));
+        assert!(within("*.a.example.com", "*.example.com"));
+        assert!(within("*.example.com", "*.example.com"));
+        assert!(within("EXAMPLE.com.", "example.com"));
+        assert!(!within("example.com", "*.example.com"));
+        assert!(!within("*.example.com", "example.com"));
+        assert!(!within("a.example.com", "example.com"));
+        assert!(!within("a.example.org", "*.example.com"));
+        assert!(!within("aexample.com", "*.example.com"));
+        assert!(!within("203.0.113.7", "example.com"));
+        assert!(!within("example.com", "203.0.113.0/24"));
+    }
+
+    #[test]
+    fn networks_hold_longer_networks_of_the_same_family() {
+        assert!(within("203.0.113.16/28", "203.0.113.0/24"));
+        assert!(within("203.0.113.7", "203.0.113.0/24"));
+        assert!(within("203.0.113.0/24", "203.0.113.0/24"));
+        assert!(within("203.0.113.7", "0.0.0.0/0"));
+        assert!(within("[2001:db8::7]:443", "2001:db8::/32"));
+        assert!(within("::ffff:203.0.113.7", "203.0.113.0/24"));
+        assert!(!within("203.0.112.0/23", "203.0.113.0/24"));
+        assert!(!within("198.51.100.0/28", "203.0.113.0/24"));
+        assert!(!within("2001:db8::7", "0.0.0.0/0"));
+        assert!(!within("203.0.113.7", "::/0"));
+    }
+
+    #[test]
+    fn ports_must_lie_within_the_outer_ports() {
+        assert!(within("203.0.113.7:443", "203.0.113.7"));
+        assert!(within("203.0.113.7:443", "203.0.113.7:1-1024"));
+        assert!(within("203.0.113.7:80-90", "203.0.113.7:80-90"));
+        assert!(!within("203.0.113.7", "203.0.113.7:443"));
+        assert!(!within("203.0.113.7:80-1025", "203.0.113.7:1-1024"));
+        assert!(!within("loopback:8080", "loopback:80"));
+        assert!(!within("localhost", "loopback:80"));
+    }
+
+    #[test]
+    fn the_first_containing_rule_of_a_bound_is_found() {
+        let bound = [r("*.example.com"), r("loopback"), r("203.0.113.0/24")];
+        assert_eq!(contained_in(&bound, &r("127.0.0.1:8080")), Some(1));
+        assert_eq!(contained_in(&bound, &r("a.example.com")), Some(0));
+        assert_eq!(contained_in(&bound, &r("203.0.113.16/28")), Some(2));
+        assert_eq!(contained_in(&bound, &r("198.51.100.20")), None);
+        assert_eq!(contained_in(&[], &r("loopback")), None);
+    }
+}
+
+#[cfg(test)]
+mod loopback_own_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_own_parses_and_never_matches_statically() {
+        for text in ["loopback:own", "LOOPBACK:OWN", " loopback:own "] {
+            let r = parse_rule(text).unwrap();
+            assert_eq!((r.target, r.ports), (Target::LoopbackOwn, PortRange::ALL));
+        }
+        let own = parse_rule("loopback:own").unwrap();
+        assert!(!own.matches_addr("127.0.0.1".parse().unwrap(), 80));
+        assert!(parse_rule("loopback:owner").is_err());
+        assert!(parse_rule("localhost:own").is_err());
+        // Within loopback and itself; nothing else lies within it.
+        assert!(parse_rule("loopback").unwrap().contains(&own));
+        assert!(own.contains(&own));
+        assert!(!own.contains(&parse_rule("127.0.0.1:8080").unwrap()));
+        assert!(!own.contains(&parse_rule("loopback").unwrap()));
+        assert!(!parse_rule("127.0.0.0/8").unwrap().contains(&own));
     }
 }

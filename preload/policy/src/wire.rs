@@ -4,15 +4,16 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! header  88 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
+//! header  96 bytes  magic[8] version:u32 mode:u32 launcher_pid:u32 rule_count:u32
 //!                   total_len:u32 flags:u32 checksum:u64 counters_fd:i32 index_off:u32
 //!                   counters_ino:u64 counters_slots:u64 deny_as:u64 event_key[16]
+//!                   grantable_off:u32 grantable_len:u32
 //! rules   48 bytes each
 //!                   kind:u8 prefix:u8 port_lo:u16 port_hi:u16 pad:u16 addr[16]
 //!                   text_off:u32 text_len:u32 name_off:u32 name_len:u32 reserved[8]
 //! strings           rule texts and lower-case names, offsets relative to the strings area,
 //!                   which ends where the index starts
-//! index   at index_off, to the end of the policy; pad and reserved are zero
+//! index   at index_off, to grantable_off; pad and reserved are zero
 //!         24 bytes  loopback_count:u32 name_count:u32 below_count:u32
 //!                   v4_group_count:u32 v6_group_count:u32 reserved:u32
 //!         groups    12 bytes each, the IPv4 groups then the IPv6 groups
@@ -21,6 +22,8 @@
 //!                   below rules
 //!         v4        8 bytes each, the IPv4 groups' entries, group after group: net:u32 rule:u32
 //!         v6        20 bytes each, the IPv6 groups' entries likewise: net:u128 rule:u32
+//! grantable at grantable_off, grantable_len bytes, to the end of the policy: the texts of the
+//!         `--grantable` rules, UTF-8, each ended by a newline
 //! ```
 //! The checksum (`checksum`) is a word-wise 64-bit hash of the whole policy with the checksum
 //! field zeroed.
@@ -33,6 +36,11 @@
 //! run. Every event a guarded process sends starts with it (docs/design.md, *The event
 //! channel's wire format*), and the launcher drops datagrams that do not: only a process that
 //! holds this sealed policy can write to the run's report. An all-zero key means none.
+//!
+//! The grantable rules (version 4, `--grantable`) are what code inside the run may grant
+//! itself in a scope (docs/scopes.md). They are kept as text: only scope entry reads them
+//! (parsing them there, in ordinary code), never the decision path. In reports they are
+//! numbered after the run's rules: grantable rule `g` is rule `rule_count + g`.
 //!
 //! The index lets matching cost O(groups · log n) instead of a scan of every rule (up to 10,000),
 //! and still return the first matching rule in the user's order. Every rule is in it exactly
@@ -57,9 +65,10 @@ use crate::rule::{
 
 pub const MAGIC: [u8; 8] = *b"EGRSPOL\x01";
 /// Version 2 added the rule index; version 3 the `deny_as` field (the header grew by 8 bytes);
-/// version 4 the event key (16 bytes more).
+/// version 4 the event key (16 bytes more) and the grantable rules (8 more header bytes and
+/// a section at the end).
 pub const VERSION: u32 = 4;
-pub const HEADER_LEN: usize = 88;
+pub const HEADER_LEN: usize = 96;
 /// Length of the run's event key (`Settings::event_key`).
 pub const EVENT_KEY_LEN: usize = 16;
 pub const RULE_LEN: usize = 48;
@@ -77,12 +86,18 @@ const COUNTERS_INO_AT: usize = 48;
 const COUNTERS_SLOTS_AT: usize = 56;
 const DENY_AS_AT: usize = 64;
 const EVENT_KEY_AT: usize = 72;
+const GRANTABLE_OFF_AT: usize = 88;
+const GRANTABLE_LEN_AT: usize = 92;
+/// Longest grantable section accepted.
+pub const MAX_GRANTABLE_LEN: usize = 1 << 20;
 
 const KIND_LOOPBACK: u8 = 0;
 const KIND_NET4: u8 = 1;
 const KIND_NET6: u8 = 2;
 const KIND_NAME: u8 = 3;
 const KIND_BELOW: u8 = 4;
+/// `loopback:own` (version 4): in the loopback section of the index, never matched there.
+const KIND_LOOPBACK_OWN: u8 = 5;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
@@ -150,6 +165,7 @@ pub enum DecodeError {
     BadRule,
     BadIndex,
     BadDenyAs,
+    BadGrantable,
 }
 
 impl DecodeError {
@@ -165,6 +181,7 @@ impl DecodeError {
             DecodeError::BadRule => "policy holds a malformed rule",
             DecodeError::BadIndex => "policy has a malformed rule index",
             DecodeError::BadDenyAs => "policy has an unknown deny-as setting",
+            DecodeError::BadGrantable => "policy has malformed grantable rules",
         }
     }
 }
@@ -257,6 +274,17 @@ pub struct Settings {
 
 /// Encodes a policy with every header setting.
 pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec<u8> {
+    encode_with_grantable(settings, launcher_pid, rules, &[])
+}
+
+/// Encodes a policy with every header setting and the rules code in the run may grant itself
+/// in a scope (`--grantable`).
+pub fn encode_with_grantable(
+    settings: Settings,
+    launcher_pid: u32,
+    rules: &[Rule],
+    grantable: &[Rule],
+) -> Vec<u8> {
     let Settings {
         mode,
         deny_as,
@@ -270,6 +298,7 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
         let mut rec = [0u8; RULE_LEN];
         let (kind, prefix, addr, name): (u8, u8, [u8; 16], &str) = match &rule.target {
             Target::Loopback => (KIND_LOOPBACK, 0, [0; 16], ""),
+            Target::LoopbackOwn => (KIND_LOOPBACK_OWN, 0, [0; 16], ""),
             Target::Net {
                 addr: IpAddr::V4(v4),
                 prefix,
@@ -302,7 +331,12 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
     }
     let index = encode_index(rules);
     let index_off = HEADER_LEN + records.len() + strings.len();
-    let total = index_off + index.len();
+    let grantable_text: Vec<u8> = grantable
+        .iter()
+        .flat_map(|r| r.text.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    let grantable_off = index_off + index.len();
+    let total = grantable_off + grantable_text.len();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -321,9 +355,14 @@ pub fn encode_full(settings: Settings, launcher_pid: u32, rules: &[Rule]) -> Vec
     }
     out[DENY_AS_AT..DENY_AS_AT + 8].copy_from_slice(&deny_as.to_wire().to_le_bytes());
     out[EVENT_KEY_AT..EVENT_KEY_AT + EVENT_KEY_LEN].copy_from_slice(&event_key);
+    out[GRANTABLE_OFF_AT..GRANTABLE_OFF_AT + 4]
+        .copy_from_slice(&(grantable_off as u32).to_le_bytes());
+    out[GRANTABLE_LEN_AT..GRANTABLE_LEN_AT + 4]
+        .copy_from_slice(&(grantable_text.len() as u32).to_le_bytes());
     out.extend_from_slice(&records);
     out.extend_from_slice(&strings);
     out.extend_from_slice(&index);
+    out.extend_from_slice(&grantable_text);
     reseal(&mut out);
     out
 }
@@ -357,7 +396,7 @@ fn encode_index(rules: &[Rule]) -> Vec<u8> {
     for (i, rule) in rules.iter().enumerate() {
         let i = i as u32;
         match &rule.target {
-            Target::Loopback => loopback.push(i),
+            Target::Loopback | Target::LoopbackOwn => loopback.push(i),
             Target::Name(n) => names.push((n.as_bytes(), i)),
             Target::Below(n) => below.push((n.as_bytes(), i)),
             Target::Net {
@@ -717,6 +756,8 @@ pub struct PolicyView<'a> {
     rule_count: usize,
     /// Where the strings area ends and the index starts.
     index_off: usize,
+    /// Where the index ends and the grantable rules start (they run to the end).
+    grantable_off: usize,
     index: Index,
 }
 
@@ -757,6 +798,25 @@ impl<'a> PolicyView<'a> {
         if index_off < records_end || index_off > total {
             return Err(DecodeError::BadIndex);
         }
+        let grantable_off = u32_at(bytes, GRANTABLE_OFF_AT) as usize;
+        let grantable_len = u32_at(bytes, GRANTABLE_LEN_AT) as usize;
+        if grantable_off < index_off
+            || grantable_len > MAX_GRANTABLE_LEN
+            || grantable_off.checked_add(grantable_len) != Some(total)
+        {
+            return Err(DecodeError::BadGrantable);
+        }
+        let grantable = &bytes[grantable_off..];
+        if std::str::from_utf8(grantable).is_err()
+            || grantable.last().is_some_and(|&b| b != b'\n')
+            || grantable
+                .split(|&b| b == b'\n')
+                .rev()
+                .skip(1)
+                .any(|t| t.is_empty())
+        {
+            return Err(DecodeError::BadGrantable);
+        }
         let mut view = PolicyView {
             bytes,
             mode,
@@ -764,6 +824,7 @@ impl<'a> PolicyView<'a> {
             launcher_pid: u32_at(bytes, 16),
             rule_count,
             index_off,
+            grantable_off,
             index: Index::default(),
         };
         for i in 0..rule_count {
@@ -814,6 +875,23 @@ impl<'a> PolicyView<'a> {
         self.rule_count
     }
 
+    /// The first `loopback:own` rule, if any: the library decides it (it knows the run's
+    /// listeners), `match_addr` never returns it.
+    pub fn loopback_own_rule(&self) -> Option<usize> {
+        self.index.loopback.positions().find_map(|pos| {
+            let i = self.slot(pos)?;
+            (self.record(i)?[0] == KIND_LOOPBACK_OWN).then_some(i)
+        })
+    }
+
+    /// The texts of the grantable rules (`--grantable`), in order; each was a valid rule when
+    /// the launcher wrote it. In reports, grantable rule `g` is rule `rule_count() + g`.
+    pub fn grantable(&self) -> impl Iterator<Item = &'a str> {
+        let section = self.bytes.get(self.grantable_off..).unwrap_or(&[]);
+        let text = std::str::from_utf8(section).unwrap_or("");
+        text.split_terminator('\n')
+    }
+
     fn strings(&self) -> &'a [u8] {
         self.bytes
             .get(HEADER_LEN + self.rule_count * RULE_LEN..self.index_off)
@@ -831,7 +909,7 @@ impl<'a> PolicyView<'a> {
             hi: u16_at(r, 4),
         };
         let prefix_ok = match kind {
-            KIND_LOOPBACK | KIND_NAME | KIND_BELOW => prefix == 0,
+            KIND_LOOPBACK | KIND_LOOPBACK_OWN | KIND_NAME | KIND_BELOW => prefix == 0,
             KIND_NET4 => prefix <= V4::MAX_PREFIX,
             KIND_NET6 => prefix <= V6::MAX_PREFIX,
             _ => false,
@@ -934,7 +1012,8 @@ impl<'a> PolicyView<'a> {
         if is_loopback(ip) {
             let lowest = self.index.loopback.positions().find_map(|pos| {
                 let i = self.slot(pos)?;
-                self.rule_ports(i)?.contains(port).then_some(i)
+                let plain = self.record(i)?[0] == KIND_LOOPBACK;
+                (plain && self.rule_ports(i)?.contains(port)).then_some(i)
             });
             best = lowest.unwrap_or(best);
         }
@@ -1077,7 +1156,7 @@ impl<'a> PolicyView<'a> {
         // Nothing after the last entry, so that the bytes have one meaning.
         index.v4_at = slots_at + name_slots * SLOT_LEN;
         index.v6_at = index.v4_at + v4_entries * V4::ENTRY_LEN;
-        if index.v6_at + v6_entries * V6::ENTRY_LEN != self.bytes.len() {
+        if index.v6_at + v6_entries * V6::ENTRY_LEN != self.grantable_off {
             return None;
         }
         index.loopback = Span {
@@ -1102,7 +1181,8 @@ impl<'a> PolicyView<'a> {
         let mut prev = None;
         for pos in index.loopback.positions() {
             let i = view.slot(pos)?;
-            if kind_of(i) != Some(KIND_LOOPBACK) || prev >= Some(i) {
+            let loopback_kind = matches!(kind_of(i), Some(KIND_LOOPBACK | KIND_LOOPBACK_OWN));
+            if !loopback_kind || prev >= Some(i) {
                 return None;
             }
             prev = Some(i);

@@ -290,7 +290,8 @@ fn ref_matches_addr(rule: &Rule, ip: IpAddr, port: u16) -> bool {
             let width: u32 = if net4 { 32 } else { 128 };
             net4 == is4 && (*prefix == 0 || (val ^ net) >> (width - u32::from(*prefix)) == 0)
         }
-        Target::Name(_) | Target::Below(_) => false,
+        // Decided by the library (the run's listeners), never by the policy alone.
+        Target::Name(_) | Target::Below(_) | Target::LoopbackOwn => false,
     }
 }
 
@@ -763,6 +764,9 @@ proptest! {
         bytes[20..24].copy_from_slice(&count.to_le_bytes());
         bytes[24..28].copy_from_slice(&len.to_le_bytes());
         bytes[H_INDEX_OFF..H_INDEX_OFF + 4].copy_from_slice(&index_off.to_le_bytes());
+        // No grantable rules: the index runs to the end.
+        bytes[72..76].copy_from_slice(&len.to_le_bytes());
+        bytes[76..80].copy_from_slice(&0u32.to_le_bytes());
         fix_checksum(&mut bytes);
         match PolicyView::parse(&bytes) {
             Ok(v) => {
@@ -776,6 +780,7 @@ proptest! {
                     | DecodeError::BadLength
                     | DecodeError::BadRule
                     | DecodeError::BadIndex
+                    | DecodeError::BadGrantable
             ), "{:?}", e),
         }
     }

@@ -373,7 +373,8 @@ fn flipped_magic_is_bad_magic() {
 
 #[test]
 fn other_version_is_bad_version() {
-    // 1 is the format before the index, 2 the one before `deny_as`, 3 before the event key.
+    // 1 is the format before the index, 2 the one before `deny_as`, 3 the one before the
+    // event key and the grantable rules.
     for version in [0, 1, 2, 3, 5, u32::MAX] {
         assert_eq!(
             err_after(|b| put_u32(b, H_VERSION, version)),
@@ -404,14 +405,14 @@ fn length_field_or_extra_bytes_are_bad_length() {
         err_after(|b| put_u32(b, H_TOTAL, u32::MAX)),
         DecodeError::BadLength
     );
-    // Extra bytes after the index, with a length field and checksum that agree, are refused:
-    // the index ends the policy.
+    // Extra bytes after the grantable rules, with a length field and checksum that agree, are
+    // refused: the grantable section ends the policy.
     let mut b = sample();
     b.extend_from_slice(b"trailing");
     let len = b.len() as u32;
     put_u32(&mut b, H_TOTAL, len);
     fix_checksum(&mut b);
-    assert_eq!(parse_err(&b), DecodeError::BadIndex);
+    assert_eq!(parse_err(&b), DecodeError::BadGrantable);
     // Extra bytes at the end of the strings area (before the index) are unused and harmless.
     let mut b = sample();
     let at = index_off(&b);
@@ -419,6 +420,8 @@ fn length_field_or_extra_bytes_are_bad_length() {
     let len = b.len() as u32;
     put_u32(&mut b, H_TOTAL, len);
     put_u32(&mut b, H_INDEX_OFF, at as u32 + 6);
+    let grantable_off = u32::from_le_bytes(b[88..92].try_into().unwrap());
+    put_u32(&mut b, 88, grantable_off + 6);
     fix_checksum(&mut b);
     let v = PolicyView::parse(&b).expect("unused string bytes are valid");
     assert_eq!(v.match_name(b"www.example.org"), Some(4));
@@ -501,7 +504,8 @@ fn rule_count_above_limit_is_too_many_rules() {
 
 #[test]
 fn unknown_rule_kind_is_bad_rule() {
-    for kind in [5u8, 9, 0xff] {
+    // (5 is `loopback:own`, version 4.)
+    for kind in [6u8, 9, 0xff] {
         assert_eq!(
             err_after(|b| b[rule_at(0) + R_KIND] = kind),
             DecodeError::BadRule
@@ -864,4 +868,65 @@ fn policy_service_name_is_the_event_socket_name_dot_policy() {
         &buf[..n],
         b"egress-run.4294967295.18446744073709551615.policy"
     );
+}
+
+#[test]
+fn grantable_rules_travel_as_text_after_the_index() {
+    let run = rules(SAMPLE);
+    let grantable = rules(&["loopback", "*.example.test:443"]);
+    let bytes = egress_policy::wire::encode_with_grantable(
+        egress_policy::wire::Settings::default(),
+        4242,
+        &run,
+        &grantable,
+    );
+    let v = PolicyView::parse(&bytes).expect("valid");
+    assert_eq!(
+        v.grantable().collect::<Vec<_>>(),
+        ["loopback", "*.example.test:443"]
+    );
+    assert_eq!(v.rule_count(), SAMPLE.len());
+    // Grantable rules never match as run rules.
+    assert_eq!(v.match_name(b"a.example.test"), None);
+    assert_eq!(PolicyView::parse(&sample()).unwrap().grantable().count(), 0);
+}
+
+#[test]
+fn malformed_grantable_sections_are_refused() {
+    let grantable = rules(&["loopback"]);
+    let good = egress_policy::wire::encode_with_grantable(
+        egress_policy::wire::Settings::default(),
+        1,
+        &[],
+        &grantable,
+    );
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        f(&mut b);
+        fix_checksum(&mut b);
+        PolicyView::parse(&b).map(|_| ()).unwrap_err()
+    };
+    let end = good.len();
+    // Not ended by a newline, an empty entry, not UTF-8, an offset before the index.
+    assert_eq!(edit(&|b| b[end - 1] = b'x'), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| b[end - 2] = b'\n'), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| b[end - 3] = 0xff), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| put_u32(b, 88, 0)), DecodeError::BadGrantable);
+    assert_eq!(edit(&|b| put_u32(b, 92, 1)), DecodeError::BadGrantable);
+}
+
+#[test]
+fn loopback_own_rules_sit_in_the_loopback_section_and_never_match_there() {
+    let bytes = encode(
+        Mode::Block,
+        1,
+        &rules(&["loopback:own", "loopback:80", "203.0.113.7"]),
+    );
+    let v = PolicyView::parse(&bytes).expect("valid");
+    assert_eq!(v.loopback_own_rule(), Some(0));
+    assert_eq!(v.match_addr("127.0.0.1".parse().unwrap(), 80), Some(1));
+    assert_eq!(v.match_addr("127.0.0.1".parse().unwrap(), 81), None);
+    assert_eq!(v.rule(0).unwrap().text, "loopback:own");
+    let plain = encode(Mode::Block, 1, &rules(&["loopback"]));
+    assert_eq!(PolicyView::parse(&plain).unwrap().loopback_own_rule(), None);
 }

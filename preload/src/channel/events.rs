@@ -258,6 +258,14 @@ fn key_of(loaded: &Loaded, a: &Attempt, outcome: &chain::Outcome) -> KeyHash {
     let proto = a.proto.map_or(0, |p| p as u64 + 1);
     k.word(a.kind as u64 | proto << 8 | (loaded.mode() as u64) << 16 | family << 24 | port << 32);
     k.bytes(a.call.as_bytes());
+    // A new test makes new lines (the launcher names their test); so does a new call site
+    // (the line names its shared object).
+    k.word(crate::scope::test_number());
+    k.word(crate::caller::current() as u64);
+    let py = crate::caller::with_py_caller(|py| {
+        k.bytes(py);
+    });
+    k.word(u64::from(py.is_some()));
     match dest {
         Some((IpAddr::V4(v4), _)) => k.word(u64::from(u32::from(v4))),
         Some((IpAddr::V6(v6), _)) => {
@@ -293,6 +301,7 @@ pub fn record(loaded: &Loaded, a: &Attempt) -> Option<&'static AtomicU64> {
     if outcome.noted(loaded.level, a.verdict) {
         return None; // the dry pass of a nested check
     }
+    crate::scope::note(loaded, a);
     loaded.locator?;
     let counters = loaded.counters();
     let folded = match counters {
@@ -362,6 +371,21 @@ fn send_attempt(
     });
     if outcome.nested() {
         write_chain(&mut w, outcome);
+    }
+    let mut name = [0u8; 128];
+    if let Some(n) = crate::caller::name_of(crate::caller::current(), &mut name) {
+        w.str(",\"caller\":");
+        w.json_str(&name[..n]);
+    }
+    crate::caller::with_py_caller(|py| {
+        w.str(",\"py_caller\":");
+        w.json_str(py);
+    });
+    let test = crate::scope::test_number();
+    if test != 0 {
+        // Tells this test's lines from the same attempt's lines in an earlier test.
+        w.str(",\"test_number\":");
+        w.uint(test);
     }
     if let Some((_, slot)) = slot {
         w.str(",\"slot\":");

@@ -85,6 +85,10 @@ pub unsafe fn hit(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> Option<&'static AtomicU64> {
+    // A thread inside a scope decides with its scope's rules and logs each attempt there.
+    if crate::scope::stack::in_scope() {
+        return None;
+    }
     let seq = SEQ.try_with(Cell::get).ok()?;
     if seq & 1 == 1 {
         return None;
@@ -138,7 +142,9 @@ pub unsafe fn remember(
     let Some(words) = (unsafe { words(addr, len) }) else {
         return;
     };
-    if counter == 0 {
+    // A scope may widen (within the grantable set): what it allowed must be decided again
+    // once the thread has left it.
+    if counter == 0 || crate::scope::stack::in_scope() {
         return;
     }
     let entry = Entry {

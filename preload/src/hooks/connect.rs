@@ -45,10 +45,19 @@ pub fn decide_connect(loaded: &Loaded, fd: c_int, dest: Dest, call: &'static str
     action
 }
 
+crate::caller::exported_with_caller!(
+    connect => connect_from, (fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, reg "rcx"
+);
+
 /// # Safety
-/// Called by C with connect(2)'s arguments.
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+/// Called by the `connect` stub with connect(2)'s arguments and the caller's address.
+unsafe extern "C" fn connect_from(
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    caller: usize,
+) -> c_int {
+    let _caller = crate::caller::Set::new(caller);
     if sock::unreadable(addr, len) {
         return fault();
     }

@@ -41,7 +41,7 @@ const fn h(name: &'static [u8], ours: &'static CStr, real: Option<&'static Real>
 
 /// Every function this library exports, and libc's public aliases of them, sorted by name
 /// (a unit test checks the order; an end-to-end test that every name resolves into this library).
-static HOOKED: [Hooked; 70] = [
+static HOOKED: [Hooked; 72] = [
     h(b"__close", c"close", Some(&real::CLOSE)),
     h(b"__connect", c"__connect", Some(&real::CONNECT)),
     h(b"__dup2", c"dup2", Some(&real::DUP2)),
@@ -64,6 +64,7 @@ static HOOKED: [Hooked; 70] = [
     h(b"__send", c"__send", Some(&real::SEND)),
     h(b"__sendmmsg", c"sendmmsg", Some(&real::SENDMMSG)),
     h(b"__socket", c"socket", Some(&real::SOCKET)),
+    h(b"bind", c"bind", Some(&real::BIND)),
     h(b"close", c"close", Some(&real::CLOSE)),
     h(b"close_range", c"close_range", Some(&real::CLOSE_RANGE)),
     h(b"connect", c"connect", Some(&real::CONNECT)),
@@ -122,6 +123,7 @@ static HOOKED: [Hooked; 70] = [
     h(b"getnameinfo", c"getnameinfo", Some(&real::GETNAMEINFO)),
     h(b"iruserok", c"iruserok", Some(&real::IRUSEROK)),
     h(b"iruserok_af", c"iruserok_af", Some(&real::IRUSEROK_AF)),
+    h(b"listen", c"listen", Some(&real::LISTEN)),
     h(b"popen", c"popen", Some(&real::POPEN)),
     h(b"posix_spawn", c"posix_spawn", Some(&real::POSIX_SPAWN)),
     h(b"posix_spawnp", c"posix_spawnp", Some(&real::POSIX_SPAWNP)),

@@ -6,6 +6,7 @@ pub mod dlopen;
 pub mod dlsym;
 pub mod exec;
 pub mod fd;
+pub mod listen;
 pub mod remote;
 pub mod res;
 pub mod resolve;

@@ -149,15 +149,23 @@ fn learn(name: *const c_char, addrs: impl Iterator<Item = IpAddr> + Clone) {
     });
 }
 
+crate::caller::exported_with_caller!(
+    getaddrinfo => getaddrinfo_from,
+    (node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo)
+        -> c_int,
+    reg "r8"
+);
+
 /// # Safety
-/// Called by C with getaddrinfo(3)'s arguments.
-#[no_mangle]
-pub unsafe extern "C" fn getaddrinfo(
+/// Called by the `getaddrinfo` stub with getaddrinfo(3)'s arguments and the caller's address.
+unsafe extern "C" fn getaddrinfo_from(
     node: *const c_char,
     service: *const c_char,
     hints: *const addrinfo,
     res: *mut *mut addrinfo,
+    caller: usize,
 ) -> c_int {
+    let _caller = crate::caller::Set::new(caller);
     // SAFETY: hints is null or the caller's addrinfo.
     let numeric_only = !hints.is_null() && unsafe { (*hints).ai_flags } & libc::AI_NUMERICHOST != 0;
     let family = if hints.is_null() {

@@ -332,17 +332,31 @@ pub(crate) unsafe fn msg_dest(msg: *const msghdr) -> Dest {
     unsafe { sock::read(m.msg_name.cast_const().cast(), m.msg_namelen) }
 }
 
+crate::caller::exported_with_caller!(
+    sendto => sendto_from,
+    (
+        fd: c_int,
+        buf: *const c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *const sockaddr,
+        addrlen: socklen_t
+    ) -> ssize_t,
+    stack
+);
+
 /// # Safety
-/// Called by C with sendto(2)'s arguments.
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
+/// Called by the `sendto` stub with sendto(2)'s arguments and the caller's address.
+unsafe extern "C" fn sendto_from(
     fd: c_int,
     buf: *const c_void,
     len: size_t,
     flags: c_int,
     addr: *const sockaddr,
     addrlen: socklen_t,
+    caller: usize,
 ) -> ssize_t {
+    let _caller = crate::caller::Set::new(caller);
     if sock::unreadable(addr, addrlen) {
         return fault::<i8>() as ssize_t;
     }
@@ -398,10 +412,19 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
     }
 }
 
+crate::caller::exported_with_caller!(
+    sendmsg => sendmsg_from, (fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, reg "rcx"
+);
+
 /// # Safety
-/// Called by C with sendmsg(2)'s arguments.
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+/// Called by the `sendmsg` stub with sendmsg(2)'s arguments and the caller's address.
+unsafe extern "C" fn sendmsg_from(
+    fd: c_int,
+    msg: *const msghdr,
+    flags: c_int,
+    caller: usize,
+) -> ssize_t {
+    let _caller = crate::caller::Set::new(caller);
     // SAFETY: the caller's msghdr.
     if unsafe { msg_unreadable(msg) } {
         return fault::<i8>() as ssize_t;
