@@ -40,6 +40,8 @@ enum Wire {
     Test {
         pid: i32,
         test: Option<String>,
+        /// The process's number for this test, which its attempts carry (`test_number`).
+        number: Option<u64>,
     },
     End {
         nonce: u64,
@@ -70,6 +72,8 @@ struct WireAttempt {
     py_caller: Option<String>,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
+    /// The process's test when it made the attempt (its own number, see `Wire::Test`).
+    test_number: Option<u64>,
 }
 
 /// Identical attempts fold into one line.
@@ -137,6 +141,10 @@ pub struct Collector {
     /// the process checked in (so a test's children, through shells or with a cleared
     /// environment, carry its id).
     tests: HashMap<i32, String>,
+    /// Each process's tests by the number it gave them (`Wire::Test`).
+    numbered_tests: HashMap<(i32, u64), String>,
+    /// The processes that set tests themselves (their attempts say which one).
+    names_tests: HashSet<i32>,
 }
 
 /// The launcher's end of the event socket.
@@ -359,11 +367,12 @@ impl EventSocket {
             collector.rejected += 1;
             return false;
         }
+        // A process checks in (shared area) before it attempts anything: its line goes first;
+        // a test id set there applies to the attempts sent after it.
+        collector.scan_checkins(false);
         if collector.fold_raw(raw) {
             return false;
         }
-        // A process checks in (shared area) before it attempts anything: its line goes first.
-        collector.scan_checkins(false);
         match serde_json::from_slice::<Wire>(raw) {
             Ok(Wire::End { nonce }) if nonce == self.nonce => return true,
             Ok(Wire::End { .. }) => collector.malformed += 1,
@@ -440,6 +449,8 @@ impl Collector {
             slots: Vec::new(),
             refused_unguarded: 0,
             tests: HashMap::new(),
+            numbered_tests: HashMap::new(),
+            names_tests: HashSet::new(),
         }
     }
 
@@ -527,7 +538,11 @@ impl Collector {
                     self.checkin_at += span;
                     self.stuck_since = None;
                     match serde_json::from_slice::<Wire>(&body) {
-                        Ok(event @ Wire::Process { .. }) => self.handle(event),
+                        // A test id goes here too, ordered with the check-ins of the
+                        // processes started under it (test ids pass on by parent).
+                        Ok(event @ (Wire::Process { .. } | Wire::Test { .. })) => {
+                            self.handle(event)
+                        }
                         _ => self.malformed += 1,
                     }
                 }
@@ -637,20 +652,32 @@ impl Collector {
             Wire::Connect(a) => self.attempt("connect", a),
             Wire::Send(a) => self.attempt("send", a),
             Wire::Resolve(a) => self.attempt("resolve", a),
-            Wire::Test { pid, test } => match test {
-                Some(t) => {
-                    self.tests.insert(pid, t);
+            Wire::Test { pid, test, number } => {
+                // Identical bytes from now on may belong to another test's lines.
+                self.raw_fold.clear();
+                self.names_tests.insert(pid);
+                if let (Some(n), Some(t)) = (number, &test) {
+                    self.numbered_tests.insert((pid, n), t.clone());
                 }
-                None => {
-                    self.tests.remove(&pid);
-                }
-            },
+                match test {
+                    Some(t) => self.tests.insert(pid, t),
+                    None => self.tests.remove(&pid),
+                };
+            }
             Wire::End { .. } => {}
         }
     }
 
     fn attempt(&mut self, kind: &'static str, a: WireAttempt) {
-        let test = self.tests.get(&a.pid).cloned();
+        // By the number the attempt carries: the check-in area that brings test events is
+        // read up to now, possibly past attempts still queued on the socket. Without a number
+        // (0: none of its own), the test the process inherited from its parent.
+        let test = match a.test_number {
+            Some(n) => self.numbered_tests.get(&(a.pid, n)).cloned(),
+            // A process that names its own tests is between two of them.
+            None if self.names_tests.contains(&a.pid) => None,
+            None => self.tests.get(&a.pid).cloned(),
+        };
         let key = FoldKey {
             kind,
             pid: a.pid,

@@ -17,7 +17,7 @@ mod out;
 pub mod repeat;
 
 pub use events::{process_started, record, record_lookup, unguarded, Attempt, Kind};
-pub use out::{lost, send};
+pub use out::{check_in, lost};
 
 /// In a forked child, before its check-in: the parent's folded attempts, remembered sends and
 /// scratch area are the parent's; this process starts its own lines.

@@ -301,7 +301,7 @@ pub unsafe extern "C" fn egress_run_v1_set_test(id: *const c_char) -> c_int {
         return -1;
     }
     in_guard(-1, |_| {
-        log::set_test(!id.is_empty());
+        let number = log::set_test(!id.is_empty());
         // The lines a remembered send counts into belong to the previous test.
         crate::channel::repeat::invalidate();
         for loaded in state::levels() {
@@ -319,9 +319,15 @@ pub unsafe extern "C" fn egress_run_v1_set_test(id: *const c_char) -> c_int {
             } else {
                 w.json_str(id);
             }
+            if number != 0 {
+                w.str(",\"number\":");
+                w.uint(number);
+            }
             w.str("}");
             if !w.truncated() {
-                crate::channel::send(loaded, w.as_bytes());
+                // Through the check-in area when there is one: ordered with the check-ins of
+                // the processes this one starts next, which inherit the test id.
+                crate::channel::check_in(loaded, w.as_bytes());
             }
         }
         0
