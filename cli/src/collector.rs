@@ -28,6 +28,8 @@ enum Wire {
         reason: Option<String>,
         #[serde(default)]
         refused: bool,
+        /// `kernel`: a process the library cannot enter, put under the kernel layer.
+        layer: Option<String>,
     },
     Connect(WireAttempt),
     Send(WireAttempt),
@@ -57,6 +59,16 @@ struct WireAttempt {
     slot: Option<u64>,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
+    /// `kernel` from the kernel layer's supervisor; the library sends none.
+    layer: Option<String>,
+}
+
+/// `kernel` for the kernel layer's lines, `library` for the rest.
+fn layer_name(layer: Option<&str>) -> &'static str {
+    match layer {
+        Some("kernel") => "kernel",
+        _ => "library",
+    }
 }
 
 /// Identical attempts fold into one line.
@@ -74,6 +86,7 @@ struct FoldKey {
     enforced: bool,
     denied_by: Option<u32>,
     chain: Option<Vec<ChainLevel>>,
+    layer: &'static str,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -327,7 +340,12 @@ impl Collector {
                 guarded,
                 reason,
                 refused,
+                layer,
             } => {
+                if layer.as_deref() == Some("kernel") {
+                    self.kernel_layer(pid, ppid, exe, argv, reason.unwrap_or_default(), false);
+                    return;
+                }
                 if !guarded {
                     self.unguarded(pid, ppid, exe, argv, reason.unwrap_or_default(), refused);
                     return;
@@ -366,6 +384,7 @@ impl Collector {
             enforced: a.enforced,
             denied_by: a.denied_by,
             chain: a.chain.clone(),
+            layer: layer_name(a.layer.as_deref()),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
@@ -406,6 +425,7 @@ impl Collector {
             reason: a.reason,
             denied_by: a.denied_by,
             chain: a.chain,
+            layer: layer_name(a.layer.as_deref()),
             count: 1,
         }));
     }
@@ -488,6 +508,42 @@ impl Collector {
             refused: Some(refused),
             ..ProcessLine::new(pid, ppid, exe, argv)
         }));
+    }
+
+    /// Records a program the library cannot enter that runs under the kernel layer (`reason`:
+    /// why the library cannot enter it). A process that checked in too (a dynamic Go program
+    /// loads the library) keeps its line, marked. `first`: put the line before all others
+    /// (COMMAND's, once the run is over and no line index is kept any more).
+    pub fn kernel_layer(
+        &mut self,
+        pid: i32,
+        ppid: i32,
+        exe: String,
+        argv: Vec<String>,
+        reason: String,
+        first: bool,
+    ) {
+        let existing = self.lines.iter_mut().find_map(|l| match l {
+            Line::Process(p) if p.pid == pid && p.guarded && pid > 0 => Some(p),
+            _ => None,
+        });
+        if let Some(line) = existing {
+            line.layer = Some("kernel");
+            line.reason = Some(reason);
+            return;
+        }
+        self.pids.insert(pid);
+        self.exes.insert(pid, exe.clone());
+        let line = Line::Process(ProcessLine {
+            reason: Some(reason),
+            layer: Some("kernel"),
+            ..ProcessLine::new(pid, ppid, exe, argv)
+        });
+        if first {
+            self.lines.insert(0, line);
+        } else {
+            self.lines.push(line);
+        }
     }
 
     /// Adds the repeats counted in shared memory to their lines (after the last event).

@@ -22,6 +22,8 @@ pub struct SealedPolicy {
     _fd: OwnedFd,
     pub locator: Locator,
     pub counters: SharedCounters,
+    /// The policy's bytes, for the kernel layer's supervisor (which decides as the library).
+    pub bytes: Vec<u8>,
 }
 
 /// 8-byte slots of the shared counters: sparse, so only the pages processes touch use memory.
@@ -138,6 +140,7 @@ pub fn seal_policy(
         },
         _fd: fd,
         counters,
+        bytes,
     })
 }
 

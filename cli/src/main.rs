@@ -13,6 +13,7 @@ mod collector;
 mod handover;
 mod report;
 mod spawn;
+mod supervisor;
 mod unguarded;
 
 use std::ffi::OsString;
@@ -135,6 +136,7 @@ fn run() -> Result<Exit, Fatal> {
     )?;
     let events = EventSocket::bind(&sealed.locator)?;
     let signals = Signals::block()?;
+    spawn::become_subreaper();
 
     let started = SystemTime::now();
     let clock = Instant::now();
@@ -152,7 +154,31 @@ fn run() -> Result<Exit, Fatal> {
         .and_then(|(path, (why, _))| why.map(|why| ((*path).clone(), why)));
     // A sanitizer runtime the program links must lead LD_PRELOAD (ASan aborts otherwise).
     let runtime = checked.and_then(|(_, (_, rt))| rt.get().map(<[u8]>::to_vec));
-    let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
+    // Static and Go programs run under the kernel layer instead (where the kernel has it).
+    let layered = cfg!(target_arch = "x86_64")
+        && unguarded
+            .as_ref()
+            .is_some_and(|(_, why)| egress_policy::elf::kernel_layer_applies(why));
+    let may_run_unguarded = config.mode == Mode::Audit || config.allow_unguarded;
+    let mut refuse = unguarded.is_some() && !layered && !may_run_unguarded;
+    let mut layer_failed: Option<String> = None;
+    let layer = if layered {
+        let bytes: &'static [u8] = Box::leak(sealed.bytes.clone().into_boxed_slice());
+        match supervisor::Layer::new(bytes, &sealed.locator) {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                layer_failed = Some(format!(
+                    "the kernel layer is unavailable (its supervisor could not start: {e})"
+                ));
+                refuse = !may_run_unguarded;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let filter = layer.as_ref().map(|_| supervisor::Filter::new(None));
+    let prog = filter.as_ref().map(supervisor::Filter::prog);
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
     // and the guard library already in LD_PRELOAD serves every level.
@@ -178,6 +204,7 @@ fn run() -> Result<Exit, Fatal> {
         locator.push(outer);
     }
     let mut child_pid = 0;
+    let mut under_layer = false;
     let spawned = if refuse {
         Err(std::io::Error::from(ErrorKind::PermissionDenied))
     } else {
@@ -186,12 +213,42 @@ fn run() -> Result<Exit, Fatal> {
             (POLICY_ENV, Some(locator.as_os_str())),
             (handover::SANITIZER_ENV, sanitizer.as_deref()),
         ])
-        .and_then(|env| spawn::spawn(&config.command, &env))
+        .and_then(|env| {
+            let first = spawn::spawn(&config.command, &env, prog.as_ref());
+            let plain = |r: Result<spawn::Spawned, spawn::SpawnError>| match r {
+                Ok(s) => Ok(s),
+                Err(spawn::SpawnError::Exec(e)) => Err(e),
+                Err(spawn::SpawnError::Layer(_)) => Err(ErrorKind::PermissionDenied.into()),
+            };
+            match first {
+                Err(spawn::SpawnError::Layer(errno)) => {
+                    // Where the kernel lacks the layer: today's behaviour, saying why.
+                    layer_failed = Some(supervisor::unavailable_reason(errno));
+                    refuse = !may_run_unguarded;
+                    if refuse {
+                        Err(ErrorKind::PermissionDenied.into())
+                    } else {
+                        plain(spawn::spawn(&config.command, &env, None))
+                    }
+                }
+                other => plain(other),
+            }
+        })
     };
     let mut death_signal = None;
     let command_status = match spawned {
-        Ok(pid) => {
+        Ok(spawn::Spawned { pid, listener }) => {
             child_pid = pid;
+            if let (Some(layer), Some(listener)) = (&layer, listener) {
+                under_layer = true;
+                if let Err(e) = layer.supervise(listener) {
+                    // The listener is closed with the thread's closure: COMMAND's trapped
+                    // calls fail with ENOSYS (closed, not open).
+                    to_stderr(&format!(
+                        "egress-run: the kernel layer's supervisor did not start ({e}); COMMAND's network calls will fail\n"
+                    ));
+                }
+            }
             let status = events.run(&mut collector, &signals, pid);
             if libc::WIFSIGNALED(status) {
                 death_signal = Some(libc::WTERMSIG(status));
@@ -206,7 +263,27 @@ fn run() -> Result<Exit, Fatal> {
 
     collector.add_shared_counts(|slot| sealed.counters.get(slot));
     let program = config.command[0].to_string_lossy().into_owned();
-    if let Some((path, why)) = &unguarded {
+    if let (true, Some((path, why))) = (under_layer, &unguarded) {
+        collector.kernel_layer(
+            child_pid,
+            std::process::id() as i32,
+            path.canonicalize()
+                .unwrap_or_else(|_| path.clone())
+                .to_string_lossy()
+                .into_owned(),
+            config
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            why.to_string(),
+            true,
+        );
+    } else if let Some((path, why)) = &unguarded {
+        let why = match &layer_failed {
+            Some(failed) => format!("{why}; {failed}"),
+            None => why.to_string(),
+        };
         // Its process line goes first: nothing of it can have checked in before.
         let line = std::mem::take(&mut collector.lines);
         collector.unguarded(
@@ -221,7 +298,7 @@ fn run() -> Result<Exit, Fatal> {
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
-            why.to_string(),
+            why,
             refuse,
         );
         collector.lines.extend(line);

@@ -41,6 +41,9 @@ pub struct ProcessLine {
     /// For an unguarded program: whether block mode refused to run it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<bool>,
+    /// `kernel`: the library cannot enter it (`reason` says why); the kernel layer guards it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<&'static str>,
 }
 
 impl ProcessLine {
@@ -56,6 +59,7 @@ impl ProcessLine {
             reason: None,
             policy_error: None,
             refused: None,
+            layer: None,
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct AttemptLine {
     /// Extension (nested runs): every level's decision, innermost first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<Vec<ChainLevel>>,
+    /// Which layer decided it: `library` (the preloaded guard) or `kernel` (the seccomp
+    /// supervisor).
+    pub layer: &'static str,
     pub count: u64,
 }
 

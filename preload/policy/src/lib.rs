@@ -4,6 +4,7 @@
 
 pub mod elf;
 pub mod rule;
+pub mod seccomp;
 pub mod wire;
 
 pub use rule::{

@@ -112,6 +112,17 @@ impl DenyAs {
         }
     }
 
+    /// The errno a refused connect or send fails with (Linux numbers): the one mapping the
+    /// library's hooks and the kernel layer's supervisor both use.
+    pub fn refused_errno(self) -> i32 {
+        const EACCES: i32 = 13;
+        const ENETUNREACH: i32 = 101;
+        match self {
+            DenyAs::Eacces => EACCES,
+            DenyAs::Offline => ENETUNREACH,
+        }
+    }
+
     fn to_wire(self) -> u64 {
         match self {
             DenyAs::Eacces => 0,
