@@ -162,22 +162,32 @@ fn run() -> Result<Exit, Fatal> {
     let may_run_unguarded = config.mode == Mode::Audit || config.allow_unguarded;
     let mut refuse = unguarded.is_some() && !layered && !may_run_unguarded;
     let mut layer_failed: Option<String> = None;
-    let layer = if layered {
+    // The supervisor serves COMMAND and any process deeper in the tree that puts itself under
+    // the filter before it execs a program the library cannot enter.
+    let layer = if cfg!(target_arch = "x86_64") {
         let bytes: &'static [u8] = Box::leak(sealed.bytes.clone().into_boxed_slice());
-        match supervisor::Layer::new(bytes, &sealed.locator) {
-            Ok(layer) => Some(layer),
-            Err(e) => {
-                layer_failed = Some(format!(
-                    "the kernel layer is unavailable (its supervisor could not start: {e})"
-                ));
-                refuse = !may_run_unguarded;
-                None
-            }
-        }
+        supervisor::Layer::new(bytes, &sealed.locator)
+            .and_then(|layer| layer.accept_handovers(&sealed.locator).map(|()| layer))
+            .map_err(|e| {
+                format!("the kernel layer is unavailable (its supervisor could not start: {e})")
+            })
     } else {
-        None
+        Err("the kernel layer is unavailable (it supports x86-64 only)".to_string())
     };
-    let filter = layer.as_ref().map(|_| supervisor::Filter::new(None));
+    let layer = match layer {
+        Ok(layer) => Some(layer),
+        Err(why) => {
+            if layered {
+                layer_failed = Some(why);
+                refuse = !may_run_unguarded;
+            }
+            None
+        }
+    };
+    let filter = layer
+        .as_ref()
+        .filter(|_| layered)
+        .map(|_| supervisor::Filter::new(None));
     let prog = filter.as_ref().map(supervisor::Filter::prog);
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,

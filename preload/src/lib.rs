@@ -20,6 +20,7 @@ mod fold;
 mod guard;
 mod highfd;
 mod hooks;
+mod kernel;
 mod learned;
 mod names;
 mod real;

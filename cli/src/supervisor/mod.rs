@@ -9,6 +9,7 @@
 //! by a worker of a small pool, so that one slow connect never stalls the tree. Attempts go to
 //! the launcher's event socket as the library's do, marked `"layer":"kernel"`.
 
+mod handover;
 mod notify;
 mod sockaddr;
 mod target;
@@ -130,6 +131,11 @@ impl Layer {
 
     fn deny_as(&self) -> DenyAs {
         self.policy.deny_as()
+    }
+
+    /// Takes over listeners from processes deeper in the tree (`handover`).
+    pub fn accept_handovers(self: &Arc<Self>, locator: &Locator) -> std::io::Result<()> {
+        handover::start(self, locator)
     }
 
     /// Starts a thread that answers the notifications of `listener` until no process uses

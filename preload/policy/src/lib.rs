@@ -94,6 +94,18 @@ impl Locator {
     }
 }
 
+impl Locator {
+    /// The abstract Unix socket name (without its leading NUL) where the launcher's kernel
+    /// layer takes over the seccomp listeners of processes that put themselves under its
+    /// filter before they exec a program the library cannot enter.
+    pub fn kernel_socket_name(&self, buf: &mut [u8; 64]) -> usize {
+        let n = self.socket_name(buf);
+        let mut w = Cursor { buf, len: n };
+        w.put(b".kernel");
+        w.len
+    }
+}
+
 struct Cursor<'a> {
     buf: &'a mut [u8; 64],
     len: usize,

@@ -1,0 +1,166 @@
+//! Entering the kernel layer before an exec of a program the library cannot enter (static,
+//! Go): this thread puts itself under the run's seccomp filter and hands the listener to the
+//! launcher, which from then on decides the trapped calls of the program and of everything it
+//! starts (cli/src/supervisor). Plain system calls on stack buffers only: this runs in
+//! `vfork` children.
+
+use egress_policy::seccomp::{filter, MAX_LEN};
+use egress_policy::Locator;
+use libc::{c_int, c_long};
+
+use crate::real;
+
+type SyscallFn = unsafe extern "C" fn(c_long, ...) -> c_long;
+
+/// How long the launcher may take to answer a handover: it answers at once unless it is gone
+/// or stopped.
+const ANSWER_MS: c_int = 10_000;
+
+/// Why the layer could not be entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing changed: the launcher's handover socket cannot be reached, or the kernel
+    /// refused the filter.
+    NotEntered(&'static str),
+    /// The filter is on but the launcher did not take its listener: this thread's network
+    /// calls now fail with ENOSYS (closed).
+    Orphaned,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::NotEntered(why) => why,
+            Failure::Orphaned => "the kernel layer is unavailable (the launcher did not take the seccomp listener)",
+        }
+    }
+}
+
+fn errno() -> c_int {
+    crate::verdict::errno()
+}
+
+struct Fd(c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Puts the calling thread under the run's filter, the listener taken over by the launcher of
+/// `loc`.
+pub fn enter(loc: &Locator) -> Result<(), Failure> {
+    let sock = connect(loc).ok_or(Failure::NotEntered(
+        "the kernel layer is unavailable (the launcher's handover socket cannot be reached)",
+    ))?;
+    let listener = install()?;
+    let listener = Fd(listener);
+    let number = listener.0.to_ne_bytes();
+    // SAFETY: writing 4 bytes of a stack buffer to our socket; not trapped (no address).
+    let sent = unsafe { libc::write(sock.0, number.as_ptr().cast(), 4) } == 4;
+    let mut pfd = libc::pollfd {
+        fd: sock.0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut answer = [0u8; 1];
+    // SAFETY: one pollfd; a one-byte read into a stack buffer.
+    let taken = sent
+        && unsafe { libc::poll(&mut pfd, 1, ANSWER_MS) } == 1
+        && unsafe { libc::read(sock.0, answer.as_mut_ptr().cast(), 1) } == 1
+        && answer[0] == b'k';
+    // Our copy of the listener goes in either case: a program holding its own listener could
+    // answer its own calls.
+    drop(listener);
+    if taken {
+        Ok(())
+    } else {
+        Err(Failure::Orphaned)
+    }
+}
+
+fn connect(loc: &Locator) -> Option<Fd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = Fd(fd);
+    // SAFETY: an all-zero sockaddr_un is valid; family and an abstract name are filled in.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let mut name = [0u8; 64];
+    let n = loc.kernel_socket_name(&mut name);
+    for (dst, src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
+        *dst = *src as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+    // SAFETY: ConnectFn is connect's C signature.
+    let connect = unsafe { real::func::<real::ConnectFn>(&real::CONNECT) }?;
+    // SAFETY: the real connect with a valid sockaddr_un of `len` bytes.
+    let ok = unsafe { connect(fd.0, (&addr as *const libc::sockaddr_un).cast(), len) } == 0;
+    ok.then_some(fd)
+}
+
+/// no-new-privs, then the filter with a new listener (waiting killably where the kernel
+/// can: Go's preemption signals).
+fn install() -> Result<c_int, Failure> {
+    let program = filter(None);
+    let mut insns = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }; MAX_LEN];
+    for (out, i) in insns.iter_mut().zip(program.as_slice()) {
+        *out = libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        };
+    }
+    let prog = libc::sock_fprog {
+        len: program.len as libc::c_ushort,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: SyscallFn is syscall's C signature.
+    let syscall = unsafe { real::func::<SyscallFn>(&real::SYSCALL) }.ok_or(
+        Failure::NotEntered("the kernel layer is unavailable (libc's syscall not found)"),
+    )?;
+    // SAFETY: prctl with plain arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(Failure::NotEntered(
+            "the kernel layer is unavailable (no-new-privs could not be set)",
+        ));
+    }
+    let mut flags =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    loop {
+        // SAFETY: seccomp(SET_MODE_FILTER, flags, &prog); prog and insns outlive the call.
+        let fd = unsafe {
+            syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER as c_long,
+                flags as c_long,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if fd >= 0 {
+            return Ok(fd as c_int);
+        }
+        match errno() {
+            libc::EINVAL if flags & libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0 => {
+                flags &= !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+            }
+            libc::EBUSY => return Err(Failure::NotEntered(
+                "the kernel layer is unavailable (the process is already under another seccomp listener)",
+            )),
+            _ => return Err(Failure::NotEntered(
+                "the kernel layer is unavailable (this kernel refused the seccomp filter)",
+            )),
+        }
+    }
+}
