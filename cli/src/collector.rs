@@ -524,7 +524,7 @@ impl Collector {
         first: bool,
     ) {
         let existing = self.lines.iter_mut().find_map(|l| match l {
-            Line::Process(p) if p.pid == pid && p.guarded && pid > 0 => Some(p),
+            Line::Process(p) if p.pid == pid && p.guarded && p.exe == exe && pid > 0 => Some(p),
             _ => None,
         });
         if let Some(line) = existing {
@@ -533,7 +533,7 @@ impl Collector {
             return;
         }
         self.pids.insert(pid);
-        self.exes.insert(pid, exe.clone());
+        self.exes.entry(pid).or_insert_with(|| exe.clone());
         let line = Line::Process(ProcessLine {
             reason: Some(reason),
             layer: Some("kernel"),

@@ -4,7 +4,7 @@
 //! starts (cli/src/supervisor). Plain system calls on stack buffers only: this runs in
 //! `vfork` children.
 
-use egress_policy::seccomp::{filter, MAX_LEN};
+use egress_policy::seccomp::{filter, MAX_LEN, PROBE_ADDR, PROBE_LEN};
 use egress_policy::Locator;
 use libc::{c_int, c_long};
 
@@ -55,8 +55,18 @@ pub fn enter(loc: &Locator) -> Result<(), Failure> {
     let sock = connect(loc).ok_or(Failure::NotEntered(
         "the kernel layer is unavailable (the launcher's handover socket cannot be reached)",
     ))?;
-    let listener = install()?;
-    let listener = Fd(listener);
+    let listener = match install() {
+        Ok(fd) => Fd(fd),
+        // Already under a filter with a listener: ours (an ancestor entered the layer, or
+        // `--seccomp`) covers this exec too.
+        Err(Busy) if whose_filter() == Some(loc.launcher_pid) => return Ok(()),
+        Err(Busy) => {
+            return Err(Failure::NotEntered(
+                "the kernel layer is unavailable (the process is already under another seccomp listener)",
+            ))
+        }
+        Err(Refused(f)) => return Err(f),
+    };
     let number = listener.0.to_ne_bytes();
     // SAFETY: writing 4 bytes of a stack buffer to our socket; not trapped (no address).
     let sent = unsafe { libc::write(sock.0, number.as_ptr().cast(), 4) } == 4;
@@ -104,9 +114,33 @@ fn connect(loc: &Locator) -> Option<Fd> {
     ok.then_some(fd)
 }
 
+/// Why `install` failed.
+enum Install {
+    /// The thread is under a filter that has a listener already.
+    Busy,
+    Refused(Failure),
+}
+use Install::{Busy, Refused};
+
+/// The pid of the launcher whose supervisor answers this thread's trapped calls, if any.
+fn whose_filter() -> Option<u32> {
+    // SAFETY: SyscallFn is syscall's C signature.
+    let syscall = unsafe { real::func::<SyscallFn>(&real::SYSCALL) }?;
+    // SAFETY: connect(-1, PROBE_ADDR, PROBE_LEN): no memory is read by anyone.
+    let r = unsafe {
+        syscall(
+            libc::SYS_connect,
+            -1 as c_long,
+            PROBE_ADDR as c_long,
+            PROBE_LEN as c_long,
+        )
+    };
+    u32::try_from(r).ok().filter(|&pid| pid > 0)
+}
+
 /// no-new-privs, then the filter with a new listener (waiting killably where the kernel
 /// can: Go's preemption signals).
-fn install() -> Result<c_int, Failure> {
+fn install() -> Result<c_int, Install> {
     let program = filter(None);
     let mut insns = [libc::sock_filter {
         code: 0,
@@ -127,14 +161,14 @@ fn install() -> Result<c_int, Failure> {
         filter: insns.as_mut_ptr(),
     };
     // SAFETY: SyscallFn is syscall's C signature.
-    let syscall = unsafe { real::func::<SyscallFn>(&real::SYSCALL) }.ok_or(
+    let syscall = unsafe { real::func::<SyscallFn>(&real::SYSCALL) }.ok_or(Refused(
         Failure::NotEntered("the kernel layer is unavailable (libc's syscall not found)"),
-    )?;
+    ))?;
     // SAFETY: prctl with plain arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(Failure::NotEntered(
+        return Err(Refused(Failure::NotEntered(
             "the kernel layer is unavailable (no-new-privs could not be set)",
-        ));
+        )));
     }
     let mut flags =
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
@@ -155,12 +189,12 @@ fn install() -> Result<c_int, Failure> {
             libc::EINVAL if flags & libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0 => {
                 flags &= !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
             }
-            libc::EBUSY => return Err(Failure::NotEntered(
-                "the kernel layer is unavailable (the process is already under another seccomp listener)",
-            )),
-            _ => return Err(Failure::NotEntered(
-                "the kernel layer is unavailable (this kernel refused the seccomp filter)",
-            )),
+            libc::EBUSY => return Err(Busy),
+            _ => {
+                return Err(Refused(Failure::NotEntered(
+                    "the kernel layer is unavailable (this kernel refused the seccomp filter)",
+                )))
+            }
         }
     }
 }

@@ -45,6 +45,12 @@ pub mod nr32 {
     pub const IO_URING_SETUP: u32 = 425;
 }
 
+/// A process that gets `EBUSY` for a new listener is already under a filter with one: it asks
+/// whose with `connect(-1, PROBE_ADDR, PROBE_LEN)`, which this filter traps and the launcher's
+/// supervisor answers with the launcher's pid (without a supervisor: `EBADF`).
+pub const PROBE_ADDR: u64 = 0x6567_7265_7373_2d72;
+pub const PROBE_LEN: u32 = 0x6b65_726e;
+
 // Offsets in `struct seccomp_data` (little-endian: the low half of a 64-bit field first).
 const NR: u32 = 0;
 const ARCH: u32 = 4;
