@@ -31,7 +31,9 @@ impl Failure {
     pub fn as_str(self) -> &'static str {
         match self {
             Failure::NotEntered(why) => why,
-            Failure::Orphaned => "the kernel layer is unavailable (the launcher did not take the seccomp listener)",
+            Failure::Orphaned => {
+                "the kernel layer is unavailable (the launcher did not take the seccomp listener)"
+            }
         }
     }
 }

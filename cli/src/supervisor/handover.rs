@@ -41,7 +41,9 @@ fn take(layer: &Arc<Layer>, mut stream: UnixStream) {
         return;
     }
     let fd = i32::from_ne_bytes(number);
-    let Some(listener) = grab(pid, fd) else { return };
+    let Some(listener) = grab(pid, fd) else {
+        return;
+    };
     if !is_seccomp_listener(&listener) || layer.supervise(listener).is_err() {
         return;
     }

@@ -377,9 +377,10 @@ impl Layer {
             "type": kind,
             "pid": pid,
             "call": call,
-            "proto": proto,
-            "addr": dest.map(|(ip, _)| ip.to_string()),
-            "port": dest.map(|(_, port)| port),
+            // No destination known (as the library shows a packet socket): 0.0.0.0, port 0.
+            "proto": proto.unwrap_or("raw"),
+            "addr": dest.map_or_else(|| "0.0.0.0".to_string(), |(ip, _)| ip.to_string()),
+            "port": dest.map_or(0, |(_, port)| port),
             "host": null,
             "decision": decision,
             "rule": rule,

@@ -13,8 +13,8 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use egress_policy::elf::{
-    check_program, kernel_layer_applies, preload_is_fatal, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
-    Runtime, NO_WORKING_DIRECTORY,
+    check_program, kernel_layer_applies, preload_is_fatal, Credentials, FileIds, Opened,
+    ProgramArgs, ProgramFiles, Runtime, NO_WORKING_DIRECTORY,
 };
 use egress_policy::{chain_extends, Mode};
 
@@ -420,9 +420,7 @@ unsafe fn gate(
                     Ok(()) => {
                         for loaded in levels {
                             // SAFETY: getpid has no preconditions; argv as the caller promises.
-                            unsafe {
-                                events::kernel_layer(loaded, libc::getpid(), exe, argv, why)
-                            };
+                            unsafe { events::kernel_layer(loaded, libc::getpid(), exe, argv, why) };
                         }
                         return Gate::KernelLayer(why);
                     }
