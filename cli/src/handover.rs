@@ -9,7 +9,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED};
+use egress_policy::wire::{encode_full, Counters, Settings, FLAG_ALLOW_UNGUARDED, FLAG_SECCOMP};
 use egress_policy::{DenyAs, Locator, Mode, Rule, GUARD_FD_BASE, GUARD_FD_BELOW_LIMIT};
 
 use crate::Fatal;
@@ -92,6 +92,7 @@ pub fn seal_policy(
     deny_as: DenyAs,
     rules: &[Rule],
     allow_unguarded: bool,
+    seccomp: bool,
 ) -> Result<SealedPolicy, Fatal> {
     let fail = |what: &str, e: std::io::Error| {
         Fatal::new(
@@ -103,7 +104,7 @@ pub fn seal_policy(
         FLAG_ALLOW_UNGUARDED
     } else {
         0
-    };
+    } | if seccomp { FLAG_SECCOMP } else { 0 };
     let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
     let settings = Settings {
         mode,

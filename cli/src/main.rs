@@ -133,6 +133,7 @@ fn run() -> Result<Exit, Fatal> {
         config.deny_as,
         &config.rules,
         config.allow_unguarded,
+        config.seccomp,
     )?;
     let events = EventSocket::bind(&sealed.locator)?;
     let signals = Signals::block()?;
@@ -176,6 +177,12 @@ fn run() -> Result<Exit, Fatal> {
     };
     let layer = match layer {
         Ok(layer) => Some(layer),
+        Err(why) if config.seccomp => {
+            return Err(Fatal::new(
+                format!("--seccomp cannot be honoured: {why}"),
+                "run without --seccomp (the library still guards dynamic programs)",
+            ))
+        }
         Err(why) => {
             if layered {
                 layer_failed = Some(why);
@@ -184,10 +191,15 @@ fn run() -> Result<Exit, Fatal> {
             None
         }
     };
+    // With --seccomp every COMMAND is under the filter, and the calls the library decided
+    // pass it by the address of the library's stub.
+    let fast_ip = config
+        .seccomp
+        .then(|| sealed.locator.stub_addr() + egress_policy::seccomp::STUB_IP_OFFSET);
     let filter = layer
         .as_ref()
-        .filter(|_| layered)
-        .map(|_| supervisor::Filter::new(None));
+        .filter(|_| layered || config.seccomp)
+        .map(|_| supervisor::Filter::new(fast_ip));
     let prog = filter.as_ref().map(supervisor::Filter::prog);
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
@@ -234,7 +246,8 @@ fn run() -> Result<Exit, Fatal> {
                 Err(spawn::SpawnError::Layer(errno)) => {
                     // Where the kernel lacks the layer: today's behaviour, saying why.
                     layer_failed = Some(supervisor::unavailable_reason(errno));
-                    refuse = !may_run_unguarded;
+                    // --seccomp was asked for: no run without it.
+                    refuse = !may_run_unguarded || config.seccomp;
                     if refuse {
                         Err(ErrorKind::PermissionDenied.into())
                     } else {

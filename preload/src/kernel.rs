@@ -200,3 +200,99 @@ fn install() -> Result<c_int, Install> {
         }
     }
 }
+
+/// The stub's address in this process (0: not mapped), for calls the library has decided.
+static STUB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+type StubFn =
+    unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
+
+/// Under `--seccomp`: maps the run's system call stub at its fixed address (once per process
+/// image; a forked child inherits it). Where the page is taken, the library's calls go through
+/// libc and pay the supervisor's round trip instead (decided there again).
+pub fn map_stub(loc: &Locator) {
+    use egress_policy::seccomp::STUB_CODE;
+    use std::sync::atomic::Ordering;
+    let at = loc.stub_addr() as usize;
+    if STUB.load(Ordering::Acquire) == at {
+        return;
+    }
+    // SAFETY: a fresh private anonymous page at an address nothing else uses
+    // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
+    let p = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED || p as usize != at {
+        return;
+    }
+    // SAFETY: the page is ours, writable, 4096 bytes; then made executable and read-only.
+    let ok = unsafe {
+        std::ptr::copy_nonoverlapping(STUB_CODE.as_ptr(), p.cast::<u8>(), STUB_CODE.len());
+        libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) == 0
+    };
+    if ok {
+        STUB.store(at, Ordering::Release);
+    }
+}
+
+/// Makes system call `nr` through the stub, as libc's functions return (-1 and errno on
+/// failure); None where there is no stub (not `--seccomp`, or the page was taken).
+///
+/// # Safety
+/// The arguments of system call `nr`, as its libc wrapper would pass them.
+pub unsafe fn decided(nr: c_long, a: [c_long; 6]) -> Option<c_long> {
+    let at = STUB.load(std::sync::atomic::Ordering::Acquire);
+    if at == 0 {
+        return None;
+    }
+    // SAFETY: the page holds STUB_CODE, a function of this signature.
+    let stub: StubFn = unsafe { std::mem::transmute::<usize, StubFn>(at) };
+    // SAFETY: as the caller promises.
+    let r = unsafe { stub(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if (-4095..0).contains(&r) {
+        crate::verdict::set_errno(-r as c_int);
+        return Some(-1);
+    }
+    Some(r)
+}
+
+/// Around an allowed name lookup under `--seccomp`: libc's resolver sends through internal
+/// calls no hook sees, which the filter traps; this tells the supervisor that this thread may
+/// reach the name servers until the window closes.
+pub struct LookupWindow(bool);
+
+impl LookupWindow {
+    pub fn open(dns: bool) -> LookupWindow {
+        let open = dns && STUB.load(std::sync::atomic::Ordering::Acquire) != 0;
+        if open {
+            lookup_call(egress_policy::seccomp::LOOKUP_BEGIN);
+        }
+        LookupWindow(open)
+    }
+}
+
+impl Drop for LookupWindow {
+    fn drop(&mut self) {
+        if self.0 {
+            lookup_call(egress_policy::seccomp::LOOKUP_END);
+        }
+    }
+}
+
+fn lookup_call(what: u64) {
+    let saved = errno();
+    // SAFETY: SyscallFn is syscall's C signature; connect(-1, WHAT, 0) reads no memory. Not
+    // through the stub: the filter must trap it for the supervisor to see it.
+    if let Some(syscall) = unsafe { real::func::<SyscallFn>(&real::SYSCALL) } {
+        // SAFETY: as above.
+        unsafe { syscall(libc::SYS_connect, -1 as c_long, what as c_long, 0 as c_long) };
+    }
+    crate::verdict::set_errno(saved);
+}

@@ -261,3 +261,76 @@ def test_daemon_outliving_the_run_gets_no_network(daemon_prog, loopback, run_gua
     time.sleep(0.05)
     assert out.read_text() == f"connect -1 {ENOSYS}\n"
     assert loopback.tcp1.count() == before
+
+
+# --------------------------------------------------------------------------------------------
+# --seccomp: the whole tree under the layer
+
+
+@pytest.fixture(scope="module")
+def rawasm(compile_c):
+    return compile_c(PROGS / "kl_rawasm.c", "kl_rawasm")
+
+
+def test_seccomp_catches_an_inline_syscall_in_a_dynamic_program(rawasm, loopback, run_guarded):
+    port = loopback.tcp1.port
+    plain = run_guarded([], [rawasm, "127.0.0.1", port])
+    assert plain.stdout == "connect 0 0\n" and plain.attempts() == [], "the library alone cannot see it"
+    res = run_guarded(["--seccomp"], [rawasm, "127.0.0.1", port])
+    assert res.stdout == f"connect -1 {EACCES}\n" and res.returncode == 3, res.describe()
+    assert [(a["decision"], a["layer"]) for a in res.attempts("connect")] == [("deny", "kernel")], res.describe()
+    allowed = run_guarded(["--seccomp", "--allow", "loopback"], [rawasm, "127.0.0.1", port])
+    assert allowed.stdout == "connect 0 0\n" and allowed.returncode == 0, allowed.describe()
+
+
+def test_seccomp_library_decisions_are_reported_once(loopback, run_guarded):
+    code = (f"import socket\n"
+            f"for _ in range(3):\n"
+            f"    socket.create_connection(('127.0.0.1', {loopback.tcp1.port})).close()\n"
+            f"u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"for _ in range(50):\n"
+            f"    u.sendto(b'x', ('127.0.0.1', {loopback.udp.port}))\n"
+            f"print('ok')\n")
+    res = run_guarded(["--seccomp", "--allow", "loopback"], py(code))
+    assert res.stdout == "ok\n" and res.returncode == 0, res.describe()
+    assert {a["layer"] for a in res.attempts()} == {"library"}, res.describe()
+    assert res.count("connect") == 3 and res.count("send") == 50, res.describe()
+
+
+def test_seccomp_allowed_name_end_to_end(sandbox, servers, dns_log, run_guarded):
+    code = ("import urllib.request\n"
+            "print(urllib.request.urlopen('http://allowed.test/', timeout=20).read().decode())\n")
+    res = run_guarded(["--seccomp", "--allow", "allowed.test"], py(code))
+    assert res.stdout == f"ok from {ALLOWED_IP}\n" and res.returncode == 0, res.describe()
+    assert not [a for a in res.attempts() if a["decision"] == "deny"], res.describe()
+    assert res.count("resolve", host="allowed.test", decision="allow") >= 1, res.describe()
+
+
+def test_seccomp_refused_lookup_sends_nothing(sandbox, dns_log, run_guarded):
+    mark = dns_log.mark()
+    code = ("import socket\n"
+            "try:\n"
+            "    socket.getaddrinfo('other.test', 80)\n"
+            "except socket.gaierror as e:\n"
+            "    print('refused', e.errno)\n")
+    res = run_guarded(["--seccomp", "--allow", "allowed.test"], py(code))
+    assert res.stdout.startswith("refused"), res.describe()
+    assert "other.test" not in " ".join(dns_log.names_since(mark))
+
+
+def test_seccomp_static_child_stays_under_the_layer(net_prog, sandbox, servers, run_guarded):
+    code = "import subprocess, sys; subprocess.run(sys.argv[1:])"
+    res = run_guarded(["--seccomp"], py(code) + [net_prog, "connect", OTHER_IP, 5432])
+    assert res.stdout == f"connect -1 {EACCES}\n" and res.returncode == 3, res.describe()
+    assert no_refusal(res), res.describe()
+    assert [a["layer"] for a in res.attempts("connect")] == ["kernel"], res.describe()
+
+
+def test_seccomp_io_uring_refused_for_a_dynamic_program(loopback, run_guarded):
+    code = ("import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "params = ctypes.create_string_buffer(120)\n"
+            "r = libc.syscall(425, 4, params)\n"
+            "print(r, ctypes.get_errno() if r < 0 else 0)\n")
+    res = run_guarded(["--seccomp"], py(code))
+    assert res.stdout == f"-1 {EPERM}\n", res.describe()

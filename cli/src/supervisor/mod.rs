@@ -105,6 +105,26 @@ pub struct Layer {
     policy: PolicyView<'static>,
     events: UnixDatagram,
     pool: Arc<Pool>,
+    /// Threads (ids) inside an allowed lookup the library decided (`--seccomp`): libc's
+    /// resolver may reach `nameservers` on port 53 from them.
+    lookups: Mutex<std::collections::HashSet<i32>>,
+    nameservers: Vec<std::net::IpAddr>,
+}
+
+/// The name servers of /etc/resolv.conf (what libc's resolver sends to).
+fn nameservers() -> Vec<std::net::IpAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut found: Vec<std::net::IpAddr> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|v| v.trim().split('%').next()?.parse().ok())
+        .map(egress_policy::canonical_ip)
+        .collect();
+    if found.is_empty() {
+        // glibc's default without a nameserver line.
+        found.push(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    found
 }
 
 impl Layer {
@@ -122,6 +142,8 @@ impl Layer {
             policy,
             events,
             pool: Arc::new(Pool::default()),
+            lookups: Mutex::new(Default::default()),
+            nameservers: nameservers(),
         }))
     }
 

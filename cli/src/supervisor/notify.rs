@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use egress_policy::seccomp::{nr, AUDIT_ARCH_X86_64, PROBE_ADDR, PROBE_LEN, X32_BIT};
+use egress_policy::seccomp::{
+    nr, AUDIT_ARCH_X86_64, LOOKUP_BEGIN, LOOKUP_END, PROBE_ADDR, PROBE_LEN, X32_BIT,
+};
 use egress_policy::Mode;
 
 use super::sockaddr::{destination, MAX_ADDR};
@@ -477,6 +479,18 @@ impl Layer {
             // Whose filter is this? (No memory is read: the arguments are registers.)
             return Prepared::Reply(Reply::Value(i64::from(std::process::id())));
         }
+        if number == nr::CONNECT
+            && a[0] as i32 == -1
+            && (a[1] == LOOKUP_BEGIN || a[1] == LOOKUP_END)
+        {
+            let mut open = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            if a[1] == LOOKUP_BEGIN {
+                open.insert(tid);
+            } else {
+                open.remove(&tid);
+            }
+            return Prepared::Reply(Reply::Value(0));
+        }
         let target = match Target::open(listener, req.id, req.pid) {
             Ok(t) => t,
             // Gone: nobody waits for the answer.
@@ -534,6 +548,18 @@ impl Layer {
         proto: &str,
         dest: (IpAddr, u16),
     ) -> Result<(), Fail> {
+        // libc's own resolver in a lookup the library allowed (and recorded): not an attempt
+        // of its own.
+        if dest.1 == 53
+            && self.nameservers.contains(&dest.0)
+            && self
+                .lookups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&target.tid)
+        {
+            return Ok(());
+        }
         let verdict = self.decide(dest.0, dest.1);
         self.record(kind, target.tid, call, Some(proto), Some(dest), verdict);
         match verdict {

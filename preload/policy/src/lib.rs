@@ -95,6 +95,15 @@ impl Locator {
 }
 
 impl Locator {
+    /// Where every process of this run maps the library's system call stub (`--seccomp`): a
+    /// page derived from the run, in a range nothing else maps (below the usual places of
+    /// programs, heaps, libraries and stacks).
+    pub fn stub_addr(&self) -> u64 {
+        let h = (self.ino ^ u64::from(self.launcher_pid).rotate_left(32))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        0x3f00_0000_0000 + ((h >> 40) & 0xff_ffff) * 4096
+    }
+
     /// The abstract Unix socket name (without its leading NUL) where the launcher's kernel
     /// layer takes over the seccomp listeners of processes that put themselves under its
     /// filter before they exec a program the library cannot enter.

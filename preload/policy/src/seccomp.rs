@@ -51,6 +51,30 @@ pub mod nr32 {
 pub const PROBE_ADDR: u64 = 0x6567_7265_7373_2d72;
 pub const PROBE_LEN: u32 = 0x6b65_726e;
 
+/// A thread in an allowed name lookup under `--seccomp` says so around libc's resolver (whose
+/// internal sends no hook sees): `connect(-1, LOOKUP_BEGIN | LOOKUP_END, 0)`. Between the two
+/// the supervisor lets that thread reach the name servers of `/etc/resolv.conf` on port 53.
+pub const LOOKUP_BEGIN: u64 = 0x6567_7265_7373_2d62;
+pub const LOOKUP_END: u64 = 0x6567_7265_7373_2d65;
+
+/// The library's system call stub (`--seccomp`): `long stub(long nr, long a1, ..., long a6)`
+/// in the C calling convention, returning the kernel's raw result (-errno on failure). Mapped
+/// at `Locator::stub_addr` in every process of the run, so that the filter can let the calls
+/// the library has decided through by their instruction pointer.
+pub const STUB_CODE: [u8; 26] = [
+    0x48, 0x89, 0xf8, // mov rax, rdi
+    0x48, 0x89, 0xf7, // mov rdi, rsi
+    0x48, 0x89, 0xd6, // mov rsi, rdx
+    0x48, 0x89, 0xca, // mov rdx, rcx
+    0x4d, 0x89, 0xc2, // mov r10, r8
+    0x4d, 0x89, 0xc8, // mov r8, r9
+    0x4c, 0x8b, 0x4c, 0x24, 0x08, // mov r9, [rsp+8]
+    0x0f, 0x05, // syscall
+    0xc3, // ret
+];
+/// The instruction pointer the filter sees for the stub's system call: just after `syscall`.
+pub const STUB_IP_OFFSET: u64 = 25;
+
 // Offsets in `struct seccomp_data` (little-endian: the low half of a 64-bit field first).
 const NR: u32 = 0;
 const ARCH: u32 = 4;

@@ -220,6 +220,8 @@ pub fn reseal(bytes: &mut [u8]) {
 
 /// Policy flag: run programs the library cannot enter (`--allow-unguarded`).
 pub const FLAG_ALLOW_UNGUARDED: u32 = 1;
+/// `--seccomp`: every process is under the kernel layer; the library maps its system call stub.
+pub const FLAG_SECCOMP: u32 = 2;
 
 /// Where the launcher's shared attempt counters are: a memfd every guarded process maps, so
 /// that repeated identical attempts are counted without a system call and survive `SIGKILL`.
@@ -783,6 +785,11 @@ impl<'a> PolicyView<'a> {
     /// True when programs the library cannot enter may run (`--allow-unguarded`).
     pub fn allow_unguarded(&self) -> bool {
         u32_at(self.bytes, 28) & FLAG_ALLOW_UNGUARDED != 0
+    }
+
+    /// `--seccomp`: the whole tree is under the kernel layer.
+    pub fn seccomp(&self) -> bool {
+        u32_at(self.bytes, 28) & FLAG_SECCOMP != 0
     }
 
     pub fn launcher_pid(&self) -> u32 {
