@@ -533,7 +533,8 @@ impl Collector {
             return;
         }
         self.pids.insert(pid);
-        self.exes.entry(pid).or_insert_with(|| exe.clone());
+        // An exec keeps the pid: from now on its attempts are this program's.
+        self.exes.insert(pid, exe.clone());
         let line = Line::Process(ProcessLine {
             reason: Some(reason),
             layer: Some("kernel"),
