@@ -236,7 +236,12 @@ fn run() -> Result<Exit, Fatal> {
             (handover::SANITIZER_ENV, sanitizer.as_deref()),
         ])
         .and_then(|env| {
-            let first = spawn::spawn(&config.command, &env, prog.as_ref());
+            // Under the filter the child execs the path found here (the system call itself).
+            let first = match (prog.as_ref(), found.as_deref()) {
+                (Some(prog), Some(path)) => spawn::spawn(&config.command, &env, Some((prog, path))),
+                (Some(_), None) => Err(spawn::SpawnError::Exec(ErrorKind::NotFound.into())),
+                (None, _) => spawn::spawn(&config.command, &env, None),
+            };
             let plain = |r: Result<spawn::Spawned, spawn::SpawnError>| match r {
                 Ok(s) => Ok(s),
                 Err(spawn::SpawnError::Exec(e)) => Err(e),

@@ -344,6 +344,8 @@ struct Child {
     error: libc::c_int,
     /// The kernel layer's filter to install before exec, or null.
     filter: *const libc::sock_fprog,
+    /// With a filter: the program's path, found by the launcher as execvp would.
+    path: *const libc::c_char,
     /// Written by the child: the listener's number in the descriptor table it shares with
     /// the launcher (`CLONE_FILES`), or -errno when the filter could not be installed.
     listener: libc::c_int,
@@ -378,12 +380,60 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         libc::sigprocmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
+        if !child.filter.is_null() {
+            // Under the filter nothing may be trapped before exec: the launcher, which holds
+            // the listener, waits for this child (CLONE_VFORK). libc's execvpe may be an outer
+            // egress-run's hook that reports to its launcher through a connect: the system
+            // call itself, on the path the launcher found.
+            let e = raw_execve(child.path, argv_const(child.argv), argv_const(child.envp));
+            std::ptr::write_volatile(&mut child.error, e);
+            libc::_exit(127);
+        }
         // execvpe searches PATH as execvp does, and runs a file the kernel cannot execute
         // (ENOEXEC: a script without `#!`) with /bin/sh, as posix_spawnp does not.
         libc::execvpe(child.file, argv_const(child.argv), argv_const(child.envp));
         std::ptr::write_volatile(&mut child.error, *libc::__errno_location());
         libc::_exit(127)
     }
+}
+
+/// `execve(2)` itself, not libc's (possibly interposed) function; returns the errno.
+///
+/// # Safety
+/// `path` NUL-terminated; `argv` and `envp` NULL-terminated arrays of C strings.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_execve(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> libc::c_int {
+    let r: i64;
+    // SAFETY: the execve system call with the caller's pointers; the kernel clobbers rcx, r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_execve => r,
+            in("rdi") path,
+            in("rsi") argv,
+            in("rdx") envp,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    (-r) as libc::c_int
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn raw_execve(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> libc::c_int {
+    // SAFETY: as the caller promises (no kernel layer on other architectures).
+    unsafe { libc::execve(path, argv, envp) };
+    // SAFETY: errno of this thread.
+    unsafe { *libc::__errno_location() }
 }
 
 fn argv_const(p: *const *mut libc::c_char) -> *const *const libc::c_char {
@@ -405,11 +455,11 @@ pub enum SpawnError {
 }
 
 /// Starts `command` (looked up in PATH as execvp does) with environment `env`, under the
-/// kernel layer's `filter` if one is given.
+/// kernel layer's `filter` if one is given (then `path` is the program the launcher found).
 pub fn spawn(
     command: &[OsString],
     env: &[CString],
-    filter: Option<&libc::sock_fprog>,
+    filter: Option<(&libc::sock_fprog, &std::path::Path)>,
 ) -> Result<Spawned, SpawnError> {
     spawn_inner(command, env, filter).unwrap_or_else(|e| Err(SpawnError::Exec(e)))
 }
@@ -417,8 +467,13 @@ pub fn spawn(
 fn spawn_inner(
     command: &[OsString],
     env: &[CString],
-    filter: Option<&libc::sock_fprog>,
+    filter: Option<(&libc::sock_fprog, &std::path::Path)>,
 ) -> std::io::Result<Result<Spawned, SpawnError>> {
+    let path = match filter {
+        Some((_, path)) => Some(cstring(path.as_os_str().as_bytes().to_vec())?),
+        None => None,
+    };
+    let filter = filter.map(|(f, _)| f);
     let argv = command
         .iter()
         .map(|a| cstring(a.as_bytes().to_vec()))
@@ -448,6 +503,7 @@ fn spawn_inner(
         dispositions,
         error: 0,
         filter: filter.map_or(std::ptr::null(), |f| f as *const libc::sock_fprog),
+        path: path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
         listener: -1,
     };
     let share_files = if filter.is_some() {

@@ -334,3 +334,30 @@ def test_seccomp_io_uring_refused_for_a_dynamic_program(loopback, run_guarded):
             "print(r, ctypes.get_errno() if r < 0 else 0)\n")
     res = run_guarded(["--seccomp"], py(code))
     assert res.stdout == f"-1 {EPERM}\n", res.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# Nested runs: the inner launcher's supervisor connects through libc, where the outer run's
+# library checks it too, so the kernel layer narrows like the library
+
+
+def test_nested_run_with_a_static_command_narrows(net_prog, egress_bin, sandbox, servers, tmp_path):
+    from conftest import finish, guarded_env, load_report, spawn
+    outer, inner = tmp_path / "outer.jsonl", tmp_path / "inner.jsonl"
+    results = {}
+    for dest in (ALLOWED_IP, OTHER_IP):
+        argv = [egress_bin, "--report", outer, "--allow", ALLOWED_IP, "--",
+                egress_bin, "--report", inner, "--allow", ALLOWED_IP, "--allow", OTHER_IP, "--",
+                net_prog, "connect", dest, 5432]
+        p = spawn(argv, env=guarded_env())
+        out, err = finish(p)
+        results[dest] = (p.returncode, out, err, load_report(outer), load_report(inner))
+    rc, out, err, _, inner_lines = results[ALLOWED_IP]
+    assert out == "connect 0 0\n" and rc == 0, (out, err)
+    rc, out, err, outer_lines, inner_lines = results[OTHER_IP]
+    assert out == f"connect -1 {EACCES}\n", (out, err)
+    assert rc == 3, (rc, err)  # the outer run denied it
+    [line] = [o for o in inner_lines if o["type"] == "connect"]
+    assert line["decision"] == "allow" and line["layer"] == "kernel", inner_lines
+    assert any(o["type"] == "connect" and o["addr"] == OTHER_IP and o["decision"] == "deny"
+               for o in outer_lines), outer_lines
