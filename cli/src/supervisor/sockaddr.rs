@@ -74,4 +74,32 @@ mod tests {
         assert_eq!(destination(libc::AF_INET, &[], true), None);
         assert_eq!(destination(libc::AF_INET, &[2], true), None);
     }
+
+    mod props {
+        use super::super::destination;
+        use proptest::prelude::*;
+        use std::net::{IpAddr, Ipv4Addr};
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_read_without_panic(
+                domain in prop_oneof![Just(libc::AF_INET), Just(libc::AF_INET6), any::<i32>()],
+                bytes in prop::collection::vec(any::<u8>(), 0..140),
+                send in any::<bool>(),
+            ) {
+                let _ = destination(domain, &bytes, send);
+            }
+
+            #[test]
+            fn an_ipv4_address_reads_back(ip in any::<u32>(), port in any::<u16>(), tail in 0usize..112) {
+                let mut a = vec![0u8; 16 + tail];
+                a[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+                a[2..4].copy_from_slice(&port.to_be_bytes());
+                a[4..8].copy_from_slice(&ip.to_be_bytes());
+                let want = Some((IpAddr::V4(Ipv4Addr::from(ip)), port));
+                prop_assert_eq!(destination(libc::AF_INET, &a, false), want);
+                prop_assert_eq!(destination(libc::AF_INET6, &a, true), want);
+            }
+        }
+    }
 }
