@@ -361,3 +361,18 @@ def test_nested_run_with_a_static_command_narrows(net_prog, egress_bin, sandbox,
     assert line["decision"] == "allow" and line["layer"] == "kernel", inner_lines
     assert any(o["type"] == "connect" and o["addr"] == OTHER_IP and o["decision"] == "deny"
                for o in outer_lines), outer_lines
+
+
+def test_without_the_layer_a_static_command_is_refused_saying_why(net_prog, egress_bin, tmp_path):
+    # Under an outer --seccomp run the inner launcher cannot have a listener of its own (one
+    # per filter chain): it falls back to refusing, and says why.
+    from conftest import finish, guarded_env, load_report, spawn
+    inner = tmp_path / "inner.jsonl"
+    argv = [egress_bin, "--seccomp", "--allow", "loopback", "--",
+            egress_bin, "--report", inner, "--", net_prog, "connect", "127.0.0.1", 9]
+    p = spawn(argv, env=guarded_env())
+    out, err = finish(p)
+    assert p.returncode == 126 and out == "", (p.returncode, out, err)
+    assert "kernel layer is unavailable" in err and "seccomp listener" in err, err
+    [line] = [o for o in load_report(inner) if o["type"] == "process" and o["guarded"] is False]
+    assert line["refused"] is True and "statically linked" in line["reason"], line
