@@ -376,3 +376,13 @@ def test_without_the_layer_a_static_command_is_refused_saying_why(net_prog, egre
     assert "kernel layer is unavailable" in err and "seccomp listener" in err, err
     [line] = [o for o in load_report(inner) if o["type"] == "process" and o["guarded"] is False]
     assert line["refused"] is True and "statically linked" in line["reason"], line
+
+
+@pytest.mark.parametrize("mode", ["block", "audit"])
+def test_source_route_option_refused_for_a_static_program(mode, build_dir, run_guarded):
+    prog = _static(build_dir, "kl_srcroute")
+    res = run_guarded([] if mode == "block" else ["--audit"], [prog])
+    want = f"lsrr -1 {EACCES}\nnop 0 0\n" if mode == "block" else "lsrr 0 0\nnop 0 0\n"
+    assert res.stdout == want, res.describe()
+    [line] = kernel_lines(res, "connect")
+    assert line["call"] == "setsockopt" and "source routing" in line["reason"], res.describe()

@@ -109,18 +109,20 @@ fn handle(layer: &Arc<Layer>, listener: &Arc<OwnedFd>, req: &libc::seccomp_notif
     }
     let reply = match number {
         nr::IO_URING_SETUP => layer.io_uring(req),
-        nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG => match layer.prepare(fd, req) {
-            Prepared::Reply(r) => r,
-            Prepared::Perform(op, false) => op.run(),
-            Prepared::Perform(op, true) => {
-                let listener = Arc::clone(listener);
-                let id = req.id;
-                layer.pool.submit(Box::new(move || {
-                    respond(listener.as_raw_fd(), id, op.run())
-                }));
-                return;
+        nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG | nr::SETSOCKOPT => {
+            match layer.prepare(fd, req) {
+                Prepared::Reply(r) => r,
+                Prepared::Perform(op, false) => op.run(),
+                Prepared::Perform(op, true) => {
+                    let listener = Arc::clone(listener);
+                    let id = req.id;
+                    layer.pool.submit(Box::new(move || {
+                        respond(listener.as_raw_fd(), id, op.run())
+                    }));
+                    return;
+                }
             }
-        },
+        }
         // Not trapped by our filter: decided by its number alone.
         _ => Reply::Continue,
     };
@@ -138,6 +140,12 @@ enum Op {
     Connect {
         sock: OwnedFd,
         addr: Vec<u8>,
+    },
+    SetSockopt {
+        sock: OwnedFd,
+        level: i32,
+        name: i32,
+        value: Option<Vec<u8>>,
     },
     SendTo {
         sock: OwnedFd,
@@ -188,6 +196,27 @@ impl Op {
                         sock.as_raw_fd(),
                         addr.as_ptr().cast(),
                         addr.len() as libc::socklen_t,
+                    )
+                };
+                result(r as isize)
+            }
+            Op::SetSockopt {
+                sock,
+                level,
+                name,
+                value,
+            } => {
+                let (ptr, len) = value
+                    .as_ref()
+                    .map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len()));
+                // SAFETY: our own socket (the same as the program's) and value copy.
+                let r = unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        level,
+                        name,
+                        ptr.cast(),
+                        len as libc::socklen_t,
                     )
                 };
                 result(r as isize)
@@ -331,6 +360,29 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(w)
 }
 
+/// True when IPv4 options hold a loose or strict source route (or cannot be walked).
+fn has_ipv4_source_route(opts: &[u8]) -> bool {
+    const LSRR: u8 = 131;
+    const SSRR: u8 = 137;
+    let mut at = 0;
+    while at < opts.len() {
+        match opts[at] {
+            0 => return false,
+            1 => at += 1,
+            LSRR | SSRR => return true,
+            _ => {
+                let len = usize::from(*opts.get(at + 1).unwrap_or(&0));
+                if len < 2 {
+                    // Malformed: the kernel refuses it, but do not bet on that.
+                    return true;
+                }
+                at += len;
+            }
+        }
+    }
+    false
+}
+
 /// True when control messages ask for a source route (IPv4 options, IPv6 routing header):
 /// the packet would go first to an address no rule was asked about.
 fn has_source_route(control: &[u8]) -> bool {
@@ -468,6 +520,7 @@ impl Layer {
             nr::CONNECT => ("connect", "connect"),
             nr::SENDTO => ("send", "sendto"),
             nr::SENDMSG => ("send", "sendmsg"),
+            nr::SETSOCKOPT => ("connect", "setsockopt"),
             _ => ("send", "sendmmsg"),
         };
         let tid = req.pid as i32;
@@ -521,6 +574,7 @@ impl Layer {
             nr::CONNECT => self.connect(&target, sock, domain, proto, a),
             nr::SENDTO => self.sendto(target, sock, domain, proto, a),
             nr::SENDMSG => self.sendmsg(target, sock, domain, proto, a, false),
+            nr::SETSOCKOPT => self.setsockopt(&target, sock, a),
             _ => self.sendmsg(target, sock, domain, proto, a, true),
         };
         match step {
@@ -588,6 +642,46 @@ impl Layer {
         }
         let blocking = !nonblocking(&sock);
         Ok(Prepared::Perform(Op::Connect { sock, addr }, blocking))
+    }
+
+    /// A socket option that may set a source route: refused when it does (whatever the rules
+    /// say), else set by the supervisor from its own copy of the value.
+    fn setsockopt(&self, target: &Target, sock: OwnedFd, a: [u64; 6]) -> Result<Prepared, Fail> {
+        let (level, name, at, len) = (a[1] as i32, a[2] as i32, a[3], a[4] as u32 as usize);
+        if len > 4096 {
+            return Err(Fail::Answer(libc::EINVAL));
+        }
+        let value = if at == 0 {
+            None
+        } else {
+            Some(Self::read(target, at, len)?)
+        };
+        let bytes = value.as_deref().unwrap_or(&[]);
+        let routed = match (level, name) {
+            (libc::IPPROTO_IP, _) => has_ipv4_source_route(bytes),
+            (_, 6) => has_source_route(bytes),
+            _ => !bytes.is_empty(),
+        };
+        if routed {
+            self.record(
+                "connect",
+                target.tid,
+                "setsockopt",
+                None,
+                None,
+                Verdict::Deny(SOURCE_ROUTE),
+            );
+            if self.mode() == Mode::Block {
+                return Err(Fail::Answer(self.deny_as().refused_errno()));
+            }
+        }
+        let op = Op::SetSockopt {
+            sock,
+            level,
+            name,
+            value,
+        };
+        Ok(Prepared::Perform(op, false))
     }
 
     fn sendto(
@@ -755,6 +849,16 @@ mod tests {
         c.extend(ty.to_ne_bytes());
         c.resize(len.next_multiple_of(8), 0);
         c
+    }
+
+    #[test]
+    fn ipv4_source_routes_are_found_among_options() {
+        assert!(!has_ipv4_source_route(&[]));
+        assert!(!has_ipv4_source_route(&[1, 1, 68, 4, 5, 0x10]));
+        assert!(has_ipv4_source_route(&[1, 131, 7, 4, 192, 0, 2, 1]));
+        assert!(has_ipv4_source_route(&[137, 7, 4, 192, 0, 2, 1]));
+        assert!(!has_ipv4_source_route(&[0, 131, 7]));
+        assert!(has_ipv4_source_route(&[68, 0]));
     }
 
     #[test]

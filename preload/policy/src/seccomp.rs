@@ -31,7 +31,12 @@ pub mod nr {
     pub const SENDMSG: u32 = 46;
     pub const SENDMMSG: u32 = 307;
     pub const IO_URING_SETUP: u32 = 425;
+    pub const SETSOCKOPT: u32 = 54;
 }
+
+/// The socket options that can set a source route (trapped only for these levels and names):
+/// `(level, name)`.
+pub const ROUTE_OPTIONS: [(u32, u32); 4] = [(0, 4), (41, 57), (41, 5), (41, 6)];
 
 /// i386 system call numbers (a 64-bit program may use `int 0x80`; a 32-bit one below a static
 /// program must): every network entry point goes to the supervisor, which refuses them in
@@ -93,7 +98,7 @@ const JSET_K: u16 = 0x45;
 const RET_K: u16 = 0x06;
 
 /// Longest program `filter` builds.
-pub const MAX_LEN: usize = 48;
+pub const MAX_LEN: usize = 64;
 
 /// A built filter: `insns[..len]`.
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +123,9 @@ enum To {
     I386,
     Kill,
     SendtoAddr,
+    Sockopt,
+    IpOpt,
+    Ip6Opt,
 }
 
 #[derive(Clone, Copy)]
@@ -153,7 +161,22 @@ pub fn filter(fast_ip: Option<u64>) -> Program {
         Eq(nr::SENDMSG, Trap, Next),
         Eq(nr::SENDMMSG, Trap, Next),
         Eq(nr::IO_URING_SETUP, Notify, Next),
+        Eq(nr::SETSOCKOPT, Sockopt, Next),
         Ret(RET_ALLOW),
+        // setsockopt: only the options that set a source route (IP_OPTIONS, IPV6_RTHDR,
+        // IPV6_2292RTHDR, IPV6_2292PKTOPTIONS), by level and name (ints: the low halves).
+        Label(Sockopt),
+        Load(arg_lo(1)),
+        Eq(0, IpOpt, Next),
+        Eq(41, Ip6Opt, Allow),
+        Label(IpOpt),
+        Load(arg_lo(2)),
+        Eq(4, Trap, Allow),
+        Label(Ip6Opt),
+        Load(arg_lo(2)),
+        Eq(57, Trap, Next),
+        Eq(5, Trap, Next),
+        Eq(6, Trap, Allow),
         Label(SendtoAddr),
         Load(arg_lo(4)),
         Eq(0, Next, Trap),
@@ -189,7 +212,7 @@ pub fn filter(fast_ip: Option<u64>) -> Program {
     let fast: &[Step] = if fast_ip.is_some() { &fast } else { &[] };
     let steps = head.iter().chain(fast).chain(tail.iter());
     // First pass: where each label lands.
-    let mut at = [0usize; 8];
+    let mut at = [0usize; 16];
     let mut pc = 0;
     for step in steps.clone() {
         match *step {

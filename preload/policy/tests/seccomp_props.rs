@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use egress_policy::seccomp::{
     filter, nr, nr32, Program, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, RET_ALLOW, RET_KILL_PROCESS,
-    RET_USER_NOTIF, STUB_CODE, STUB_IP_OFFSET, X32_BIT,
+    RET_USER_NOTIF, ROUTE_OPTIONS, STUB_CODE, STUB_IP_OFFSET, X32_BIT,
 };
 
 #[derive(Clone, Debug)]
@@ -68,6 +68,9 @@ fn reference(d: &Data, fast: Option<u64>) -> u32 {
             nr::SENDTO if d.args[4] == 0 => RET_ALLOW,
             nr::SENDTO => trap(),
             nr::IO_URING_SETUP => RET_USER_NOTIF,
+            nr::SETSOCKOPT if ROUTE_OPTIONS.contains(&(d.args[1] as u32, d.args[2] as u32)) => {
+                trap()
+            }
             _ => RET_ALLOW,
         },
         AUDIT_ARCH_I386 => match d.nr {
@@ -90,6 +93,8 @@ fn interesting_nr() -> impl Strategy<Value = u32> {
         Just(nr::SENDMSG),
         Just(nr::SENDMMSG),
         Just(nr::IO_URING_SETUP),
+        Just(nr::SETSOCKOPT),
+        Just(nr::SETSOCKOPT),
         Just(nr32::SOCKETCALL),
         Just(nr32::CONNECT),
         Just(nr32::SENDTO),
@@ -116,12 +121,32 @@ fn data(fast: u64) -> impl Strategy<Value = Data> {
         any::<u64>(),
     ];
     let sendto_addr = prop_oneof![Just(0u64), Just(1u64 << 32), any::<u64>()];
-    (interesting_nr(), arch(), ip, any::<[u64; 6]>(), sendto_addr).prop_map(
-        |(nr, arch, ip, mut args, addr)| {
-            args[4] = addr;
-            Data { nr, arch, ip, args }
-        },
+    let level = prop_oneof![Just(0u64), Just(41u64), Just(41u64 | 1 << 32), any::<u64>()];
+    let name = prop_oneof![
+        Just(4u64),
+        Just(57u64),
+        Just(5u64),
+        Just(6u64),
+        Just(4u64 | 1 << 33),
+        0u64..64
+    ];
+    (
+        interesting_nr(),
+        arch(),
+        ip,
+        any::<[u64; 6]>(),
+        sendto_addr,
+        level,
+        name,
     )
+        .prop_map(|(nr, arch, ip, mut args, addr, level, name)| {
+            args[4] = addr;
+            if nr == 54 {
+                args[1] = level;
+                args[2] = name;
+            }
+            Data { nr, arch, ip, args }
+        })
 }
 
 proptest! {

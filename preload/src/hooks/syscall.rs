@@ -31,7 +31,11 @@ type SyscallFn = unsafe extern "C" fn(c_long, ...) -> c_long;
 unsafe fn forward(number: c_long, a: [c_long; 6]) -> c_long {
     let decided = matches!(
         number,
-        libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg
+        libc::SYS_connect
+            | libc::SYS_sendto
+            | libc::SYS_sendmsg
+            | libc::SYS_sendmmsg
+            | libc::SYS_setsockopt
     );
     if decided {
         // SAFETY: the caller's network call, decided, through the kernel layer's stub.
