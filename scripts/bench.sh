@@ -12,7 +12,8 @@
 # Environment:
 #   BENCH_RUNS=R      runs per variant (default 5)
 #   BENCH_QUICK=1     divide every count by 10 (the pytest suite: one test file)
-#   BENCH_ONLY=a,b    only these of: connect, udp, gai, spawn, dlsym, dlsym-hooked, startup, everyday,
+#   BENCH_ONLY=a,b    only these of: connect, connect-static, udp, gai, spawn, dlsym, dlsym-hooked,
+#                     startup, everyday,
 #                     python, pytest, rules,
 #                     threads, procs, report
 #   BENCH_PEERS=a,b   only these peers (default all): shim, strace, proxychains, pytest-socket
@@ -47,6 +48,9 @@ for src in "$root"/scripts/bench/*.c; do
     gcc -O2 -Wall -Wextra -pthread -o "$work/bin/$name" "$src"
 done
 gcc -shared -fPIC -O2 -Wall -Wextra -o "$work/bin/fwd_shim.so" "$root/scripts/bench/fwd_shim.c" -ldl
+# The same connect loop, static: the library cannot enter it, the kernel layer guards it.
+gcc -static -O2 -Wall -Wextra -pthread -o "$work/bin/connect-static" "$root/scripts/bench/connect.c" 2>/dev/null \
+    || echo "bench: gcc -static cannot build here; skipping the connect-static workload" >&2
 
 # Loopback must work (a fresh network namespace starts with lo down).
 if ! "$work/bin/connect" 1 || ! "$work/bin/udp" 1; then

@@ -44,6 +44,9 @@ egress-run suggest [-o PATH] FILE...\n       egress-run doctor",
     subcommand_negates_reqs = true,
     after_help = "Rules: loopback, example.com, *.example.com, 203.0.113.7, 203.0.113.0/24, \
 2001:db8::/32, each optionally with :PORT or :LOW-HIGH ([2001:db8::7]:443 for IPv6).\n\
+Kernel layer: programs the library cannot enter (static, Go) run under a seccomp filter whose \
+network calls egress-run decides with the same address rules (name rules need the library); \
+io_uring_setup fails with EPERM in block mode. --seccomp applies it to every process.\n\
 Exit status: COMMAND's own; 3 when block mode denied an attempt and COMMAND exited 0; \
 125 when egress-run failed before starting COMMAND; 126/127 when COMMAND could not be run.\n\n\
 Examples:\n\
@@ -108,9 +111,15 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
 
-    /// Run programs the guard cannot enter (static, setuid, ...)
+    /// Run programs neither layer can guard (setuid, 32-bit, ...); static and Go programs run
+    /// under the kernel layer anyway where the kernel supports it
     #[arg(long)]
     allow_unguarded: bool,
+
+    /// Put the whole tree under the kernel layer too (a seccomp filter egress-run supervises):
+    /// raw system calls and io_uring of dynamic programs are checked as well
+    #[arg(long)]
+    seccomp: bool,
 
     /// `command`: return COMMAND's status even when an attempt was denied
     #[arg(long = "exit-status", value_enum, value_name = "WHOSE")]
@@ -200,6 +209,7 @@ pub struct Config {
     pub report: Option<PathBuf>,
     pub quiet: bool,
     pub allow_unguarded: bool,
+    pub seccomp: bool,
     pub command_status: bool,
     pub baseline: Option<PathBuf>,
     pub command: Vec<OsString>,
@@ -306,6 +316,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Invocation, Fatal> {
         report: cli.report,
         quiet: cli.quiet,
         allow_unguarded: cli.allow_unguarded,
+        seccomp: cli.seccomp,
         command_status: cli.exit_status == Some(ExitStatusArg::Command),
         baseline: cli.baseline,
         command: cli.command,

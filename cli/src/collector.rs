@@ -32,6 +32,8 @@ enum Wire {
         reason: Option<String>,
         #[serde(default)]
         refused: bool,
+        /// `kernel`: a process the library cannot enter, put under the kernel layer.
+        layer: Option<String>,
     },
     Connect(WireAttempt),
     Send(WireAttempt),
@@ -74,6 +76,16 @@ struct WireAttempt {
     chain: Option<Vec<ChainLevel>>,
     /// The process's test when it made the attempt (its own number, see `Wire::Test`).
     test_number: Option<u64>,
+    /// `kernel` from the kernel layer's supervisor; the library sends none.
+    layer: Option<String>,
+}
+
+/// `kernel` for the kernel layer's lines, `library` for the rest.
+fn layer_name(layer: Option<&str>) -> &'static str {
+    match layer {
+        Some("kernel") => "kernel",
+        _ => "library",
+    }
 }
 
 /// Identical attempts fold into one line.
@@ -96,6 +108,7 @@ struct FoldKey {
     py_caller: Option<String>,
     /// A scope's denial and a run's denial of one destination are two lines.
     reason: Option<String>,
+    layer: &'static str,
 }
 
 /// One stderr line per process and destination: (pid, kind, addr, port, host).
@@ -628,7 +641,12 @@ impl Collector {
                 guarded,
                 reason,
                 refused,
+                layer,
             } => {
+                if layer.as_deref() == Some("kernel") {
+                    self.kernel_layer(pid, ppid, exe, argv, reason.unwrap_or_default(), false);
+                    return;
+                }
                 if !guarded {
                     self.unguarded(pid, ppid, exe, argv, reason.unwrap_or_default(), refused);
                     return;
@@ -695,6 +713,7 @@ impl Collector {
             caller: a.caller.clone(),
             py_caller: a.py_caller.clone(),
             reason: a.reason.clone(),
+            layer: layer_name(a.layer.as_deref()),
         };
         if let Some(&i) = self.fold.get(&key) {
             if let Line::Attempt(line) = &mut self.lines[i] {
@@ -738,6 +757,7 @@ impl Collector {
             test,
             caller: a.caller,
             py_caller: a.py_caller,
+            layer: layer_name(a.layer.as_deref()),
             count: 1,
         }));
     }
@@ -824,6 +844,30 @@ impl Collector {
             guarded: false,
             reason: Some(reason),
             refused: Some(refused),
+            ..ProcessLine::new(pid, ppid, exe, argv)
+        }));
+    }
+
+    /// Records a program the library cannot enter that runs under the kernel layer (`reason`:
+    /// why the library cannot enter it). The report is written as the run goes, so a process
+    /// that checked in too (a dynamic Go program loads the library) gets a second line, marked
+    /// `kernel`, rather than a change to the line already written. `_first` is kept for the
+    /// callers' sake: a line cannot go before lines already in the file.
+    pub fn kernel_layer(
+        &mut self,
+        pid: i32,
+        ppid: i32,
+        exe: String,
+        argv: Vec<String>,
+        reason: String,
+        _first: bool,
+    ) {
+        self.pids.insert(pid);
+        // An exec keeps the pid: from now on its attempts are this program's.
+        self.exes.insert(pid, exe.clone());
+        self.push(Line::Process(ProcessLine {
+            reason: Some(reason),
+            layer: Some("kernel"),
             ..ProcessLine::new(pid, ppid, exe, argv)
         }));
     }

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use egress_policy::wire::{
-    encode_with_grantable, Counters, Settings, EVENT_KEY_LEN, FLAG_ALLOW_UNGUARDED,
+    encode_with_grantable, Counters, Settings, EVENT_KEY_LEN, FLAG_ALLOW_UNGUARDED, FLAG_SECCOMP,
 };
 use egress_policy::{DenyAs, Locator, Mode, Rule, GUARD_FD_BASE, GUARD_FD_BELOW_LIMIT};
 
@@ -30,6 +30,8 @@ pub struct SealedPolicy {
     pub counters: std::rc::Rc<SharedCounters>,
     /// The run's event key: only holders of this policy can write events (docs/threat-model.md).
     pub event_key: [u8; EVENT_KEY_LEN],
+    /// The policy's bytes, for the kernel layer's supervisor (which decides as the library).
+    pub bytes: Vec<u8>,
 }
 
 /// 8-byte slots of the shared counters: sparse, so only the pages processes touch use memory.
@@ -145,6 +147,7 @@ pub fn seal_policy(
     rules: &[Rule],
     grantable: &[Rule],
     allow_unguarded: bool,
+    seccomp: bool,
 ) -> Result<SealedPolicy, Fatal> {
     let fail = |what: &str, e: std::io::Error| {
         Fatal::new(
@@ -156,7 +159,7 @@ pub fn seal_policy(
         FLAG_ALLOW_UNGUARDED
     } else {
         0
-    };
+    } | if seccomp { FLAG_SECCOMP } else { 0 };
     let counters = SharedCounters::create().map_err(|e| fail("counters", e))?;
     let event_key = new_event_key()?;
     let settings = Settings {
@@ -196,6 +199,7 @@ pub fn seal_policy(
         _fd: fd,
         counters: std::rc::Rc::new(counters),
         event_key,
+        bytes,
     })
 }
 

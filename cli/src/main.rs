@@ -18,6 +18,7 @@ mod report;
 mod reports;
 mod spawn;
 mod subcommands;
+mod supervisor;
 mod unguarded;
 
 use std::ffi::OsString;
@@ -166,6 +167,7 @@ fn run() -> Result<Exit, Fatal> {
         &config.rules,
         &config.grantable,
         config.allow_unguarded,
+        config.seccomp,
     )?;
     let events = EventSocket::bind(&sealed.locator, sealed.event_key)?;
     // `loopback:own`: where the run's processes record their loopback listeners.
@@ -173,6 +175,7 @@ fn run() -> Result<Exit, Fatal> {
     let signals = Signals::block()?;
     // After the signals are blocked: its thread inherits the mask and never takes one.
     let _policy_service = policy_service::start(&sealed.locator);
+    spawn::become_subreaper();
 
     let started = SystemTime::now();
     let clock = Instant::now();
@@ -201,7 +204,52 @@ fn run() -> Result<Exit, Fatal> {
         .and_then(|(path, (why, _))| why.map(|why| ((*path).clone(), why)));
     // A sanitizer runtime the program links must lead LD_PRELOAD (ASan aborts otherwise).
     let runtime = checked.and_then(|(_, (_, rt))| rt.get().map(<[u8]>::to_vec));
-    let refuse = unguarded.is_some() && config.mode == Mode::Block && !config.allow_unguarded;
+    // Static and Go programs run under the kernel layer instead (where the kernel has it).
+    let layered = cfg!(target_arch = "x86_64")
+        && unguarded
+            .as_ref()
+            .is_some_and(|(_, why)| egress_policy::elf::kernel_layer_applies(why));
+    let may_run_unguarded = config.mode == Mode::Audit || config.allow_unguarded;
+    let mut refuse = unguarded.is_some() && !layered && !may_run_unguarded;
+    let mut layer_failed: Option<String> = None;
+    // The supervisor serves COMMAND and any process deeper in the tree that puts itself under
+    // the filter before it execs a program the library cannot enter.
+    let layer = if cfg!(target_arch = "x86_64") {
+        let bytes: &'static [u8] = Box::leak(sealed.bytes.clone().into_boxed_slice());
+        supervisor::Layer::new(bytes, &sealed.locator)
+            .and_then(|layer| layer.accept_handovers(&sealed.locator).map(|()| layer))
+            .map_err(|e| {
+                format!("the kernel layer is unavailable (its supervisor could not start: {e})")
+            })
+    } else {
+        Err("the kernel layer is unavailable (it supports x86-64 only)".to_string())
+    };
+    let layer = match layer {
+        Ok(layer) => Some(layer),
+        Err(why) if config.seccomp => {
+            return Err(Fatal::new(
+                format!("--seccomp cannot be honoured: {why}"),
+                "run without --seccomp (the library still guards dynamic programs)",
+            ))
+        }
+        Err(why) => {
+            if layered {
+                layer_failed = Some(why);
+                refuse = !may_run_unguarded;
+            }
+            None
+        }
+    };
+    // With --seccomp every COMMAND is under the filter, and the calls the library decided
+    // pass it by the address of the library's stub.
+    let fast_ip = config
+        .seccomp
+        .then(|| sealed.locator.stub_addr() + egress_policy::seccomp::STUB_IP_OFFSET);
+    let filter = layer
+        .as_ref()
+        .filter(|_| layered || config.seccomp)
+        .map(|_| supervisor::Filter::new(fast_ip));
+    let prog = filter.as_ref().map(supervisor::Filter::prog);
     let user_preload = std::env::var_os("LD_PRELOAD");
     // Inside a guarded tree (a nested run): the outer runs' levels stay, ours goes in front,
     // and the guard library already in LD_PRELOAD serves every level.
@@ -249,29 +297,84 @@ fn run() -> Result<Exit, Fatal> {
             (POLICY_ENV, Some(locator.as_os_str())),
             (handover::SANITIZER_ENV, sanitizer.as_deref()),
         ])
-        .and_then(|env| spawn::spawn(&config.command, &env))
+        .and_then(|env| {
+            // Under the filter the child execs the path found here (the system call itself).
+            let first = match (prog.as_ref(), found.as_deref()) {
+                (Some(prog), Some(path)) => spawn::spawn(&config.command, &env, Some((prog, path))),
+                (Some(_), None) => Err(spawn::SpawnError::Exec(ErrorKind::NotFound.into())),
+                (None, _) => spawn::spawn(&config.command, &env, None),
+            };
+            let plain = |r: Result<spawn::Spawned, spawn::SpawnError>| match r {
+                Ok(s) => Ok(s),
+                Err(spawn::SpawnError::Exec(e)) => Err(e),
+                Err(spawn::SpawnError::Layer(_)) => Err(ErrorKind::PermissionDenied.into()),
+            };
+            match first {
+                Err(spawn::SpawnError::Layer(errno)) => {
+                    // Where the kernel lacks the layer: today's behaviour, saying why.
+                    layer_failed = Some(supervisor::unavailable_reason(errno));
+                    // --seccomp was asked for: no run without it.
+                    refuse = !may_run_unguarded || config.seccomp;
+                    if refuse {
+                        Err(ErrorKind::PermissionDenied.into())
+                    } else {
+                        plain(spawn::spawn(&config.command, &env, None))
+                    }
+                }
+                other => plain(other),
+            }
+        })
     };
-    if let Ok(pid) = &spawned {
-        child_pid = *pid;
+    if let Ok(s) = &spawned {
+        child_pid = s.pid;
     }
+    // Its process line goes first: nothing of it can have checked in before.
     if let Some((path, why)) = &unguarded {
-        // Its process line goes first: nothing of it can have checked in before.
-        collector.unguarded(
-            if refuse { 0 } else { child_pid },
-            std::process::id() as i32,
-            path.canonicalize()
-                .unwrap_or_else(|_| path.clone())
-                .to_string_lossy()
-                .into_owned(),
-            command_argv.clone(),
-            why.to_string(),
-            refuse,
-        );
+        let exe = path
+            .canonicalize()
+            .unwrap_or_else(|_| path.clone())
+            .to_string_lossy()
+            .into_owned();
+        let layered = layer.is_some() && matches!(&spawned, Ok(s) if s.listener.is_some());
+        if layered {
+            let launcher = std::process::id() as i32;
+            collector.kernel_layer(
+                child_pid,
+                launcher,
+                exe,
+                command_argv.clone(),
+                why.to_string(),
+                true,
+            );
+        } else {
+            let why = match &layer_failed {
+                Some(failed) => format!("{why}; {failed}"),
+                None => why.to_string(),
+            };
+            collector.unguarded(
+                if refuse { 0 } else { child_pid },
+                std::process::id() as i32,
+                exe,
+                command_argv.clone(),
+                why,
+                refuse,
+            );
+        }
     }
     collector.attach(sealed.counters.clone());
     let mut death_signal = None;
     let command_status = match spawned {
-        Ok(pid) => {
+        Ok(spawn::Spawned { pid, listener }) => {
+            child_pid = pid;
+            if let (Some(layer), Some(listener)) = (&layer, listener) {
+                if let Err(e) = layer.supervise(listener) {
+                    // The listener is closed with the thread's closure: COMMAND's trapped
+                    // calls fail with ENOSYS (closed, not open).
+                    to_stderr(&format!(
+                        "egress-run: the kernel layer's supervisor did not start ({e}); COMMAND's network calls will fail\n"
+                    ));
+                }
+            }
             let status = events.run(&mut collector, &signals, pid);
             if libc::WIFSIGNALED(status) {
                 death_signal = Some(libc::WTERMSIG(status));

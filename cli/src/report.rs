@@ -44,6 +44,9 @@ pub struct ProcessLine {
     /// For an unguarded program: whether block mode refused to run it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<bool>,
+    /// `kernel`: the library cannot enter it (`reason` says why); the kernel layer guards it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<&'static str>,
 }
 
 impl ProcessLine {
@@ -59,6 +62,7 @@ impl ProcessLine {
             reason: None,
             policy_error: None,
             refused: None,
+            layer: None,
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct AttemptLine {
     /// For Python code: `module:function` of the first frame outside the standard library.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub py_caller: Option<String>,
+    /// Which layer decided it: `library` (the preloaded guard) or `kernel` (the seccomp
+    /// supervisor).
+    pub layer: &'static str,
     pub count: u64,
 }
 

@@ -226,6 +226,7 @@ impl Signals {
 /// too, as sudo does, so that the shell sees a stopped job; the shell's SIGCONT (`fg`, `bg`)
 /// continues both, and one sent to egress-run alone is forwarded.
 pub fn reap(child: libc::pid_t) -> Option<libc::c_int> {
+    reap_orphans(child);
     loop {
         let mut status = 0;
         // SAFETY: status is writable; WNOHANG never blocks.
@@ -248,6 +249,41 @@ pub fn reap(child: libc::pid_t) -> Option<libc::c_int> {
             // Not our child any more (cannot happen): report egress-run's own failure.
             _ => return Some(crate::EXIT_OWN_FAILURE << 8),
         }
+    }
+}
+
+/// Makes the launcher the reaper of COMMAND's orphans (a daemon that outlives its parent is
+/// re-parented here, not to init), so that the kernel layer's supervisor, an ancestor, keeps
+/// the right to read a daemonised program's memory and descriptors (Yama's ptrace scope 1
+/// allows ancestors only).
+pub fn become_subreaper() {
+    // SAFETY: prctl with plain arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Reaps the orphans re-parented to the launcher that have ended, leaving COMMAND (and
+/// anything after it in the kernel's order) for `reap`.
+fn reap_orphans(child: libc::pid_t) {
+    loop {
+        // SAFETY: siginfo_t is plain data filled in by waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is writable; WNOWAIT leaves the child waitable.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is valid for a child-state siginfo (0 when none was waitable).
+        let pid = unsafe { info.si_pid() };
+        if r < 0 || pid <= 0 || pid == child {
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: status is writable; that child has ended.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     }
 }
 
@@ -306,6 +342,13 @@ struct Child {
     dispositions: [(libc::c_int, libc::sighandler_t); TOUCHED.len()],
     /// Written by the child when exec failed; read by the launcher once the child is gone.
     error: libc::c_int,
+    /// The kernel layer's filter to install before exec, or null.
+    filter: *const libc::sock_fprog,
+    /// With a filter: the program's path, found by the launcher as execvp would.
+    path: *const libc::c_char,
+    /// Written by the child: the listener's number in the descriptor table it shares with
+    /// the launcher (`CLONE_FILES`), or -errno when the filter could not be installed.
+    listener: libc::c_int,
 }
 
 /// Runs in the `clone(CLONE_VM|CLONE_VFORK)` child, on its own stack, while the launcher
@@ -327,7 +370,25 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::getppid() != child.parent {
             libc::_exit(128 + PARENT_DEATH_SIGNAL);
         }
+        if !child.filter.is_null() {
+            // The table is shared until exec, which unshares it and closes the listener on
+            // COMMAND's side (close-on-exec): only the launcher keeps it.
+            let listener = crate::supervisor::install(&*child.filter);
+            std::ptr::write_volatile(&mut child.listener, listener);
+            if listener < 0 {
+                libc::_exit(126);
+            }
+        }
         libc::sigprocmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
+        if !child.filter.is_null() {
+            // Under the filter nothing may be trapped before exec: the launcher, which holds
+            // the listener, waits for this child (CLONE_VFORK). libc's execvpe may be an outer
+            // egress-run's hook that reports to its launcher through a connect: the system
+            // call itself, on the path the launcher found.
+            let e = raw_execve(child.path, argv_const(child.argv), argv_const(child.envp));
+            std::ptr::write_volatile(&mut child.error, e);
+            libc::_exit(127);
+        }
         // execvpe searches PATH as execvp does, and runs a file the kernel cannot execute
         // (ENOEXEC: a script without `#!`) with /bin/sh, as posix_spawnp does not.
         libc::execvpe(child.file, argv_const(child.argv), argv_const(child.envp));
@@ -336,12 +397,83 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// `execve(2)` itself, not libc's (possibly interposed) function; returns the errno.
+///
+/// # Safety
+/// `path` NUL-terminated; `argv` and `envp` NULL-terminated arrays of C strings.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_execve(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> libc::c_int {
+    let r: i64;
+    // SAFETY: the execve system call with the caller's pointers; the kernel clobbers rcx, r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_execve => r,
+            in("rdi") path,
+            in("rsi") argv,
+            in("rdx") envp,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    (-r) as libc::c_int
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn raw_execve(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> libc::c_int {
+    // SAFETY: as the caller promises (no kernel layer on other architectures).
+    unsafe { libc::execve(path, argv, envp) };
+    // SAFETY: errno of this thread.
+    unsafe { *libc::__errno_location() }
+}
+
 fn argv_const(p: *const *mut libc::c_char) -> *const *const libc::c_char {
     p.cast()
 }
 
-/// Starts `command` (looked up in PATH as execvp does) with environment `env`.
-pub fn spawn(command: &[OsString], env: &[CString]) -> std::io::Result<libc::pid_t> {
+/// How COMMAND was started.
+pub struct Spawned {
+    pub pid: libc::pid_t,
+    /// The kernel layer's listener, when COMMAND runs under the filter.
+    pub listener: Option<OwnedFd>,
+}
+
+/// Why COMMAND could not be started.
+pub enum SpawnError {
+    Exec(Error),
+    /// The kernel layer's filter could not be installed (errno); COMMAND did not run.
+    Layer(libc::c_int),
+}
+
+/// Starts `command` (looked up in PATH as execvp does) with environment `env`, under the
+/// kernel layer's `filter` if one is given (then `path` is the program the launcher found).
+pub fn spawn(
+    command: &[OsString],
+    env: &[CString],
+    filter: Option<(&libc::sock_fprog, &std::path::Path)>,
+) -> Result<Spawned, SpawnError> {
+    spawn_inner(command, env, filter).unwrap_or_else(|e| Err(SpawnError::Exec(e)))
+}
+
+fn spawn_inner(
+    command: &[OsString],
+    env: &[CString],
+    filter: Option<(&libc::sock_fprog, &std::path::Path)>,
+) -> std::io::Result<Result<Spawned, SpawnError>> {
+    let path = match filter {
+        Some((_, path)) => Some(cstring(path.as_os_str().as_bytes().to_vec())?),
+        None => None,
+    };
+    let filter = filter.map(|(f, _)| f);
     let argv = command
         .iter()
         .map(|a| cstring(a.as_bytes().to_vec()))
@@ -370,6 +502,14 @@ pub fn spawn(command: &[OsString], env: &[CString]) -> std::io::Result<libc::pid
         mask: inherited.map_or_else(|| sigset(&[]), |inh| inh.mask),
         dispositions,
         error: 0,
+        filter: filter.map_or(std::ptr::null(), |f| f as *const libc::sock_fprog),
+        path: path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
+        listener: -1,
+    };
+    let share_files = if filter.is_some() {
+        libc::CLONE_FILES
+    } else {
+        0
     };
     // execvpe keeps the PATH candidate and, for a script without `#!`, a copy of argv on the
     // stack: room for both beyond a generous base.
@@ -397,7 +537,7 @@ pub fn spawn(command: &[OsString], env: &[CString]) -> std::io::Result<libc::pid
         libc::clone(
             child_main,
             stack.cast::<u8>().add(size).cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | share_files | libc::SIGCHLD,
             (&mut child as *mut Child).cast(),
         )
     };
@@ -407,15 +547,31 @@ pub fn spawn(command: &[OsString], env: &[CString]) -> std::io::Result<libc::pid
     if pid < 0 {
         return Err(clone_error);
     }
-    // SAFETY: the child has exec'd or exited; the volatile read sees what it wrote.
-    let error = unsafe { std::ptr::read_volatile(&child.error) };
-    if error != 0 {
+    // SAFETY: the child has exec'd or exited; the volatile reads see what it wrote.
+    let (error, listener) = unsafe {
+        (
+            std::ptr::read_volatile(&child.error),
+            std::ptr::read_volatile(&child.listener),
+        )
+    };
+    // SAFETY: a listener the child made in the table we share, ours alone now.
+    let listener = (listener >= 0).then(|| unsafe { OwnedFd::from_raw_fd(listener) });
+    let reap = || {
         let mut status = 0;
         // SAFETY: status is writable; the child has exited (reaps the zombie).
         unsafe { libc::waitpid(pid, &mut status, 0) };
+    };
+    if filter.is_some() && listener.is_none() {
+        reap();
+        // SAFETY: as above.
+        let e = unsafe { std::ptr::read_volatile(&child.listener) };
+        return Ok(Err(SpawnError::Layer(-e)));
+    }
+    if error != 0 {
+        reap();
         return Err(Error::from_raw_os_error(error));
     }
-    Ok(pid)
+    Ok(Ok(Spawned { pid, listener }))
 }
 
 #[cfg(test)]

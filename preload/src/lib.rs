@@ -20,6 +20,7 @@ mod fmt;
 mod guard;
 mod highfd;
 mod hooks;
+mod kernel;
 mod learned;
 mod mem;
 mod names;

@@ -365,6 +365,13 @@ pub fn ensure_init() -> &'static Loaded {
                 // SAFETY: we own the slot until READY is published (see `Slot`).
                 load(unsafe { &mut *SLOT.0.get() });
                 STATE.store(READY, Ordering::Release);
+                // --seccomp: the stub the filter lets the library's decided calls through.
+                if let Some(loc) = levels().iter().find_map(|l| match (l.locator, l.policy) {
+                    (Some(loc), Ok(view)) if view.seccomp() => Some(loc),
+                    _ => None,
+                }) {
+                    crate::kernel::map_stub(&loc);
+                }
                 for loaded in levels() {
                     channel::process_started(loaded);
                 }

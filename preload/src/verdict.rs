@@ -60,10 +60,7 @@ const HOST_NOT_FOUND: c_int = 1;
 
 /// errno of a refused connect or send.
 pub fn refused_errno(deny_as: DenyAs) -> c_int {
-    match deny_as {
-        DenyAs::Eacces => libc::EACCES,
-        DenyAs::Offline => libc::ENETUNREACH,
-    }
+    deny_as.refused_errno()
 }
 
 /// getaddrinfo status of a refused lookup.

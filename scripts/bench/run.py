@@ -48,7 +48,8 @@ PEER_DIVISOR = {
 }
 
 # Performance targets (median ratios guarded/native unless stated).
-RATIO_TARGETS = {"connect": 1.02, "udp": 1.05, "udp-audit": 1.10, "gai": 1.05, "pytest": 1.03}
+RATIO_TARGETS = {"connect": 1.02, "udp": 1.05, "udp-audit": 1.10, "udp-seccomp": 1.05, "gai": 1.05,
+                 "pytest": 1.03}
 REPORT_LINES_TARGET = 10  # "a few lines, not 1M"
 RSS_TARGET_KIB = 2048
 
@@ -488,11 +489,24 @@ def main():
         vs = [Variant("native", build, n), Variant("egress-run", with_prefix(block, build), n)]
         if name == "udp":
             vs.append(Variant("audit", with_prefix(audit, build), n))
+            # --seccomp: every datagram still decided by the library, passing the kernel
+            # layer's filter through the library's stub (no round trip)
+            vs.append(Variant("seccomp", with_prefix([eg, "--quiet", "--seccomp", "--allow", "loopback", "--"],
+                                                     build), n))
             # a nested run: every datagram is decided by two levels
             vs.append(Variant("nested", with_prefix(block + block, build), n))
         if not name.startswith("dlsym"):
             vs += peer_variants(name, build, n)
         workloads.append(Workload(name, desc, unit, vs, runs))
+
+    # -- the connect loop of a static program: the kernel layer decides every connect (a
+    # notification round trip, and the supervisor connects on a duplicate of the socket)
+    if selected("connect-static") and os.path.exists(binp("connect-static")):
+        n = count(5_000)
+        build = c_build(binp("connect-static"))
+        vs = [Variant("native", build, n), Variant("egress-run", with_prefix(block, build), n)]
+        workloads.append(Workload("connect-static", "TCP connect+close, 127.0.0.1, static program",
+                                  "op", vs, runs))
 
     # -- start-up of one program (one sample = one run)
     startup_n = count(STARTUP_RUNS)
@@ -811,7 +825,10 @@ def print_tables(workloads, quick, runs, startup_n, load_before, load_after, ela
 
     # -- the native/guarded tables (as before, plus the Python rows)
     rows = []  # (label, workload, guarded variant key)
-    for name, key, tag in (("connect", "egress-run", "block"), ("udp", "egress-run", "block"),
+    for name, key, tag in (("connect", "egress-run", "block"),
+                           ("connect-static", "egress-run", "kernel layer"),
+                           ("udp", "egress-run", "block"),
+                           ("udp", "seccomp", "--seccomp"),
                            ("udp", "audit", "audit, no rules"), ("udp", "nested", "2 nested runs"),
                            ("gai", "egress-run", "block"),
                            ("spawn", "egress-run", "block"), ("dlsym", "egress-run", "block"),
@@ -986,6 +1003,13 @@ def print_targets(by, report_lines):
     ratio_row("TCP connect loop", "connect", "egress-run", "connect")
     ratio_row("UDP sendto loop, allowed, block mode", "udp", "egress-run", "udp")
     ratio_row("UDP sendto loop, audit mode", "udp", "audit", "udp-audit")
+    # --seccomp against the library alone (not native): the library-decided path.
+    udp = by.get("udp")
+    if udp and udp.v("seccomp") and udp.v("egress-run"):
+        c = compare(udp.v("egress-run"), udp.v("seccomp"))
+        t = RATIO_TARGETS["udp-seccomp"]
+        rows.append(("UDP sendto loop, --seccomp / library alone", f"≤ {t:.2f}", f"{c['wall']:.3f}",
+                     f"{c['cpu']:.3f}", verdict(c["wall"], t), verdict(c["cpu"], t)))
     ratio_row('getaddrinfo("localhost")', "gai", "egress-run", "gai")
 
     w = by.get("spawn")

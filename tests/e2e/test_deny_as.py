@@ -278,20 +278,22 @@ def test_a_process_without_its_policy_denies_as_eacces(sealed, preload_lib, list
 
 
 @pytest.fixture(scope="module")
-def static_prog(build_dir):
+def unguardable_prog(build_dir):
+    # A 32-bit program: neither the library nor the kernel layer can guard it (a static one
+    # runs under the kernel layer).
     if not shutil.which("gcc"):
         pytest.skip("gcc is not installed")
-    src = build_dir / "deny-as-static.c"
+    src = build_dir / "deny-as-m32.c"
     src.write_text('#include <stdio.h>\nint main(void){puts("ran");return 0;}\n')
-    out = build_dir / "deny-as-static"
-    r = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], capture_output=True,
+    out = build_dir / "deny-as-m32"
+    r = subprocess.run(["gcc", "-m32", "-O1", "-o", str(out), str(src)], capture_output=True,
                        text=True)
     if r.returncode != 0:
-        pytest.skip(f"gcc -static cannot build here: {r.stderr.strip()[:200]}")
+        pytest.skip(f"gcc -m32 cannot build here: {r.stderr.strip()[:200]}")
     return out
 
 
-def test_refused_exec_keeps_eacces_when_offline(static_prog, run_guarded):
+def test_refused_exec_keeps_eacces_when_offline(unguardable_prog, run_guarded):
     """Refusing to run a program the guard cannot enter is not a network denial."""
     code = ("import subprocess, sys\n"
             "try:\n"
@@ -299,7 +301,7 @@ def test_refused_exec_keeps_eacces_when_offline(static_prog, run_guarded):
             "    print('ran')\n"
             "except OSError as e:\n"
             "    print(e.errno)\n")
-    res = run_guarded(DENY["offline"], py(code) + [static_prog])
+    res = run_guarded(DENY["offline"], py(code) + [unguardable_prog])
     assert res.stdout == f"{errno.EACCES}\n", res.describe()
     assert res.returncode == 3, res.describe()
 

@@ -102,23 +102,28 @@ def script_chain(build_dir, static_prog):
     return a
 
 
-def test_script_chain_command_is_refused(script_chain, run_guarded):
+def layered_lines(res):
+    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
+
+
+def test_script_chain_command_runs_under_the_kernel_layer(script_chain, run_guarded):
     res = run_guarded([], [script_chain])
-    assert res.returncode == 126 and "unguarded ran" not in res.stdout, res.describe()
-    lines = unguarded_lines(res)
-    assert len(lines) == 1 and "statically linked" in lines[0]["reason"] and lines[0]["refused"], res.describe()
+    assert res.returncode == 0 and res.stdout == "unguarded ran\n", res.describe()
+    lines = layered_lines(res)
+    assert len(lines) == 1 and "statically linked" in lines[0]["reason"], res.describe()
+    assert unguarded_lines(res) == [], res.describe()
 
 
-def test_script_chain_in_the_tree_is_refused(script_chain, run_guarded):
+def test_script_chain_in_the_tree_runs_under_the_kernel_layer(script_chain, run_guarded):
     res = run_guarded([], ["sh", "-c", f"{script_chain}; echo sh=$?"])
-    assert "unguarded ran" not in res.stdout and "sh=126" in res.stdout, res.describe()
-    assert len([p for p in unguarded_lines(res) if p["refused"]]) == 1, res.describe()
+    assert res.stdout == "unguarded ran\nsh=0\n", res.describe()
+    assert unguarded_lines(res) == [] and len(layered_lines(res)) == 1, res.describe()
 
 
 def test_script_chain_runs_in_audit_mode(script_chain, run_guarded):
     res = run_guarded(["--audit"], [script_chain])
     assert res.returncode == 0 and res.stdout == "unguarded ran\n", res.describe()
-    lines = unguarded_lines(res)
+    lines = layered_lines(res)
     assert len(lines) == 1 and "statically linked" in lines[0]["reason"], res.describe()
 
 
@@ -198,8 +203,11 @@ def go_without_buildid(build_dir):
     return out
 
 
-def test_go_program_without_a_buildid_note_is_refused(go_without_buildid, loopback, run_guarded):
+def test_go_program_without_a_buildid_note_is_found(go_without_buildid, loopback, run_guarded):
+    # Found by its build information section: it runs under the kernel layer, which denies
+    # its connect.
     res = run_guarded([], [go_without_buildid, loopback.tcp1.port])
-    assert res.returncode == 126 and res.stdout == "", res.describe()
-    lines = unguarded_lines(res)
-    assert len(lines) == 1 and "Go program" in lines[0]["reason"] and lines[0]["refused"], res.describe()
+    assert res.returncode == 3 and res.stdout == "dial error\n", res.describe()
+    lines = layered_lines(res)
+    assert len(lines) == 1 and "Go program" in lines[0]["reason"], res.describe()
+    assert [a["layer"] for a in res.attempts("connect")] == ["kernel"], res.describe()

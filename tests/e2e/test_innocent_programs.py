@@ -147,10 +147,13 @@ def test_loader_run_directly_runs_the_program_guarded(how, plain_prog, loopback,
     assert_guarded_connect(res, loopback.tcp1.port)
 
 
-def test_loader_running_a_static_program_is_refused(static_prog, run_guarded):
+def test_loader_running_a_static_program_is_checked_by_the_kernel_layer(static_prog, run_guarded):
+    # ld.so run on a static program: judged by that program, which runs under the kernel
+    # layer: its connect is denied there.
     if not LOADER.exists():
         pytest.skip(f"{LOADER} is not this machine's loader")
     res = run_guarded([], [LOADER, static_prog, "1"])
-    assert res.returncode == 126 and "connect" not in res.stdout, res.describe()
-    lines = unguarded_lines(res)
+    assert res.stdout == "connect 13\n", res.describe()
+    lines = [p for p in res.lines("process") if p.get("layer") == "kernel"]
     assert len(lines) == 1 and "statically linked" in lines[0]["reason"], res.describe()
+    assert [(a["decision"], a["layer"]) for a in res.attempts("connect")] == [("deny", "kernel")], res.describe()

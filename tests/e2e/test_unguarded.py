@@ -1,7 +1,9 @@
 """Unguarded programs (CONTRACT "Unguarded programs"): programs the library cannot enter are found
-before they run, as COMMAND and deep in the tree; refused in block mode (126, or EACCES from the
-inner exec), run and reported in audit mode or with --allow-unguarded. Loopback-only: nothing here
-sends anywhere."""
+before they run, as COMMAND and deep in the tree. Static and musl programs run under the kernel
+layer instead (CONTRACT Additions, "The kernel layer"; their network calls: test_kernel_layer.py).
+The others (setuid, 32-bit) are refused in block mode (126, or EACCES from the inner exec), run
+and reported in audit mode or with --allow-unguarded. Loopback-only: nothing here sends
+anywhere."""
 import os
 import shutil
 import stat
@@ -65,13 +67,22 @@ def static_interp_script(build_dir, static_prog):
     return script
 
 
+# Programs neither the library nor the kernel layer can guard.
 KINDS = {
-    "static": ("static_prog", "statically linked"),
     "setuid": ("setuid_prog", "setuid"),
-    "musl": ("musl_prog", "musl"),
     "32-bit": ("m32_prog", "32-bit"),
+}
+
+# Programs the library cannot enter that run under the kernel layer.
+LAYERED = {
+    "static": ("static_prog", "statically linked"),
+    "musl": ("musl_prog", "musl"),
     "script-with-static-interpreter": ("static_interp_script", "statically linked"),
 }
+
+
+def layered_lines(res):
+    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
 
 
 def unguarded_lines(res):
@@ -111,18 +122,41 @@ CHILD = ("import subprocess, sys\n"
          "    print('child refused', e.errno)\n")
 
 
+@pytest.mark.parametrize("kind", LAYERED)
+@pytest.mark.parametrize("how", [[], ["--audit"], ["--allow-unguarded"]])
+def test_static_command_runs_under_the_kernel_layer(kind, how, request, run_guarded):
+    fixture, why = LAYERED[kind]
+    prog = request.getfixturevalue(fixture)
+    res = run_guarded(how, [prog])
+    assert res.returncode == 0 and res.stdout == "unguarded ran\n", res.describe()
+    assert unguarded_lines(res) == [], res.describe()
+    lines = layered_lines(res)
+    assert len(lines) == 1 and why in lines[0]["reason"] and lines[0]["guarded"] is True, res.describe()
+    assert lines[0]["pid"] > 0
+
+
 @pytest.mark.parametrize("kind", ["static", "musl"])
 @pytest.mark.parametrize("mode", ["block", "audit"])
-def test_unguarded_program_deep_in_the_tree(mode, kind, request, run_guarded):
-    # musl: its loader fails on a glibc library in LD_PRELOAD, so running it unguarded (audit)
-    # means the exec hook removes the library from its environment.
-    fixture, why = KINDS[kind]
+def test_static_program_deep_in_the_tree_runs_under_the_kernel_layer(mode, kind, request, run_guarded):
+    # musl: its loader fails on a glibc library in LD_PRELOAD, so the exec hook removes the
+    # library from its environment.
+    fixture, why = LAYERED[kind]
     prog = request.getfixturevalue(fixture)
     args = [] if mode == "block" else ["--audit"]
     res = run_guarded(args, py(CHILD) + [prog])
+    assert res.stdout == "child ran 0 unguarded ran\n", res.describe()
+    assert res.returncode == 0 and unguarded_lines(res) == [], res.describe()
+    lines = layered_lines(res)
+    assert len(lines) == 1 and lines[0]["exe"] == str(prog) and why in lines[0]["reason"], res.describe()
+
+
+@pytest.mark.parametrize("mode", ["block", "audit"])
+def test_unguarded_program_deep_in_the_tree(mode, m32_prog, run_guarded):
+    args = [] if mode == "block" else ["--audit"]
+    res = run_guarded(args, py(CHILD) + [m32_prog])
     lines = unguarded_lines(res)
-    assert len(lines) == 1 and lines[0]["exe"] == str(prog), res.describe()
-    assert why in lines[0]["reason"]
+    assert len(lines) == 1 and lines[0]["exe"] == str(m32_prog), res.describe()
+    assert "32-bit" in lines[0]["reason"]
     if mode == "block":
         assert res.stdout == f"child refused {EACCES}\n", res.describe()
         assert lines[0]["refused"] is True
@@ -133,10 +167,17 @@ def test_unguarded_program_deep_in_the_tree(mode, kind, request, run_guarded):
         assert res.returncode == 0, res.describe()
 
 
-def test_unguarded_program_through_a_shell_and_path_search(static_prog, run_guarded):
+def test_static_program_through_a_shell_and_path_search(static_prog, run_guarded):
     # sh finds the program in PATH itself (execve of each candidate), env(1) uses execvp.
     env = {"PATH": f"{static_prog.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     res = run_guarded([], ["sh", "-c", f"{static_prog.name}; echo sh=$?; env {static_prog.name}; echo env=$?"], env=env)
+    assert res.stdout == "unguarded ran\nsh=0\nunguarded ran\nenv=0\n", res.describe()
+    assert unguarded_lines(res) == [] and len(layered_lines(res)) == 2, res.describe()
+
+
+def test_unguarded_program_through_a_shell_and_path_search(m32_prog, run_guarded):
+    env = {"PATH": f"{m32_prog.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    res = run_guarded([], ["sh", "-c", f"{m32_prog.name}; echo sh=$?; env {m32_prog.name}; echo env=$?"], env=env)
     assert "unguarded ran" not in res.stdout, res.describe()
     assert "sh=126" in res.stdout and "env=126" in res.stdout, res.describe()
     assert len([p for p in unguarded_lines(res) if p["refused"]]) == 2, res.describe()

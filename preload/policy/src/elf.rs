@@ -28,6 +28,22 @@ const MUSL: &str = "musl program: the glibc guard library cannot load into it";
 const UNKNOWN_LOADER: &str =
     "program with an unknown dynamic loader: the guard library cannot load into it";
 
+/// Why: a static program.
+pub const STATIC: &str = "statically linked: no dynamic loader reads LD_PRELOAD";
+/// Why: a Go program (static or not).
+pub const GO: &str =
+    "Go program: it makes system calls directly, which the guard library does not see";
+
+/// True when the kernel layer (a seccomp filter supervised by the launcher) can guard a
+/// program the library cannot enter for this reason: one that runs 64-bit code of this
+/// machine with no change of privileges. Not for set-id or capability programs (the filter
+/// needs no-new-privs, which would take their privileges away), 32-bit or foreign programs
+/// (another system call ABI), or programs the check could not read (possibly dynamic: the
+/// library would load too and every call would be decided twice).
+pub fn kernel_layer_applies(reason: &str) -> bool {
+    reason == STATIC || reason == GO || reason == MUSL || reason == UNKNOWN_LOADER
+}
+
 /// True when the program's loader fails outright (instead of ignoring the library) if our
 /// library is in `LD_PRELOAD`: to run such a program unguarded, the library must be removed
 /// from its environment.
@@ -549,12 +565,10 @@ pub fn classify(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize, head: &mut [u8
     // A Go program built without a build-id note (`-ldflags=-buildid=`) still has its build
     // information section (the `head` buffer is free now: this is not a script).
     if go || has_go_buildinfo(read_at, &sections, head) {
-        return Program::Unguarded(
-            "Go program: it makes system calls directly, which the guard library does not see",
-        );
+        return Program::Unguarded(GO);
     }
     let Some((off, size)) = interp else {
-        return Program::Unguarded("statically linked: no dynamic loader reads LD_PRELOAD");
+        return Program::Unguarded(STATIC);
     };
     let mut path = [0u8; 128];
     let len = (size as usize).min(path.len());

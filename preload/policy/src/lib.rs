@@ -5,6 +5,7 @@
 pub mod elf;
 pub mod event;
 pub mod rule;
+pub mod seccomp;
 pub mod wire;
 
 pub use rule::{
@@ -138,6 +139,27 @@ impl Locator {
         let len = self.socket_name(buf);
         let mut w = Cursor { buf, len };
         w.put(POLICY_SERVICE_SUFFIX);
+        w.len
+    }
+}
+
+impl Locator {
+    /// Where every process of this run maps the library's system call stub (`--seccomp`): a
+    /// page derived from the run, in a range nothing else maps (below the usual places of
+    /// programs, heaps, libraries and stacks).
+    pub fn stub_addr(&self) -> u64 {
+        let h = (self.ino ^ u64::from(self.launcher_pid).rotate_left(32))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        0x3f00_0000_0000 + ((h >> 40) & 0xff_ffff) * 4096
+    }
+
+    /// The abstract Unix socket name (without its leading NUL) where the launcher's kernel
+    /// layer takes over the seccomp listeners of processes that put themselves under its
+    /// filter before they exec a program the library cannot enter.
+    pub fn kernel_socket_name(&self, buf: &mut [u8; 64]) -> usize {
+        let n = self.socket_name(buf);
+        let mut w = Cursor { buf, len: n };
+        w.put(b".kernel");
         w.len
     }
 }

@@ -136,6 +136,17 @@ impl DenyAs {
         }
     }
 
+    /// The errno a refused connect or send fails with (Linux numbers): the one mapping the
+    /// library's hooks and the kernel layer's supervisor both use.
+    pub fn refused_errno(self) -> i32 {
+        const EACCES: i32 = 13;
+        const ENETUNREACH: i32 = 101;
+        match self {
+            DenyAs::Eacces => EACCES,
+            DenyAs::Offline => ENETUNREACH,
+        }
+    }
+
     fn to_wire(self) -> u64 {
         match self {
             DenyAs::Eacces => 0,
@@ -235,6 +246,8 @@ pub fn reseal(bytes: &mut [u8]) {
 
 /// Policy flag: run programs the library cannot enter (`--allow-unguarded`).
 pub const FLAG_ALLOW_UNGUARDED: u32 = 1;
+/// `--seccomp`: every process is under the kernel layer; the library maps its system call stub.
+pub const FLAG_SECCOMP: u32 = 2;
 
 /// Where the launcher's shared attempt counters are: a memfd every guarded process maps, so
 /// that repeated identical attempts are counted without a system call and survive `SIGKILL`.
@@ -846,6 +859,11 @@ impl<'a> PolicyView<'a> {
     /// True when programs the library cannot enter may run (`--allow-unguarded`).
     pub fn allow_unguarded(&self) -> bool {
         u32_at(self.bytes, 28) & FLAG_ALLOW_UNGUARDED != 0
+    }
+
+    /// `--seccomp`: the whole tree is under the kernel layer.
+    pub fn seccomp(&self) -> bool {
+        u32_at(self.bytes, 28) & FLAG_SECCOMP != 0
     }
 
     pub fn launcher_pid(&self) -> u32 {

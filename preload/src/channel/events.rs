@@ -445,6 +445,52 @@ pub unsafe fn unguarded(
     reason: &str,
     refused: bool,
 ) {
+    let tail = if refused {
+        ",\"guarded\":false,\"refused\":true}"
+    } else {
+        ",\"guarded\":false,\"refused\":false}"
+    };
+    // SAFETY: as the caller promises.
+    unsafe { other_program(loaded, pid, exe, argv, reason, tail) }
+}
+
+/// Records a program the library cannot enter that this process execs under the kernel
+/// layer (`reason`: why the library cannot enter it).
+///
+/// # Safety
+/// As for `unguarded`.
+pub unsafe fn kernel_layer(
+    loaded: &Loaded,
+    pid: i32,
+    exe: &[u8],
+    argv: *const *const libc::c_char,
+    reason: &str,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        other_program(
+            loaded,
+            pid,
+            exe,
+            argv,
+            reason,
+            ",\"guarded\":true,\"layer\":\"kernel\"}",
+        )
+    }
+}
+
+/// A process line for a program the library will not be in; `tail` ends the object.
+///
+/// # Safety
+/// As for `unguarded`.
+unsafe fn other_program(
+    loaded: &Loaded,
+    pid: i32,
+    exe: &[u8],
+    argv: *const *const libc::c_char,
+    reason: &str,
+    tail: &str,
+) {
     if loaded.locator.is_none() {
         return;
     }
@@ -472,13 +518,9 @@ pub unsafe fn unguarded(
     w.json_str(exe);
     // SAFETY: the caller passes null or a NULL-terminated array of NUL-terminated strings.
     write_argv(&mut w, unsafe { c_strings(argv) }, 400);
-    w.str(",\"guarded\":false,\"reason\":");
+    w.str(",\"reason\":");
     w.json_str(reason.as_bytes());
-    w.str(if refused {
-        ",\"refused\":true}"
-    } else {
-        ",\"refused\":false}"
-    });
+    w.str(tail);
     if !w.truncated() {
         send(loaded, w.as_bytes());
     }

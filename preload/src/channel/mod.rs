@@ -16,7 +16,7 @@ mod fold;
 mod out;
 pub mod repeat;
 
-pub use events::{process_started, record, record_lookup, unguarded, Attempt, Kind};
+pub use events::{kernel_layer, process_started, record, record_lookup, unguarded, Attempt, Kind};
 pub use out::{check_in, lost};
 
 /// In a forked child, before its check-in: the parent's folded attempts, remembered sends and

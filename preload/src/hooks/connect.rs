@@ -1,12 +1,13 @@
 //! `connect`: every TCP connection and every UDP association to an IPv4/IPv6 address.
 
-use libc::{c_int, sockaddr, socklen_t};
+use libc::{c_int, c_long, sockaddr, socklen_t};
 
 use super::{action_for, check};
 use crate::channel::{self, Attempt, Kind};
 use crate::decide;
 use crate::dns_sockets;
 use crate::fd_kinds;
+use crate::kernel;
 use crate::real;
 use crate::sock::{self, Dest};
 use crate::state::{deny_as, Loaded};
@@ -65,12 +66,20 @@ unsafe extern "C" fn connect_from(
     let dest = unsafe { sock::read(addr, len) };
     match check(|loaded| decide_connect(loaded, fd, dest, "connect")) {
         Action::Refuse => refused_call(deny_as()),
-        // SAFETY: forwarding the caller's own arguments to the real connect.
-        Action::Proceed => match unsafe { real::func::<real::ConnectFn>(&real::CONNECT) } {
-            // SAFETY: as above.
-            Some(f) => unsafe { f(fd, addr, len) },
-            None => refused_call(deny_as()),
-        },
+        Action::Proceed => {
+            let args = [fd as c_long, addr as c_long, len as c_long, 0, 0, 0];
+            // SAFETY: connect's arguments, through the stub that passes the kernel layer's
+            // filter (`--seccomp`: this call is decided already).
+            if let Some(r) = unsafe { kernel::decided(libc::SYS_connect, args) } {
+                return r as c_int;
+            }
+            // SAFETY: forwarding the caller's own arguments to the real connect.
+            match unsafe { real::func::<real::ConnectFn>(&real::CONNECT) } {
+                // SAFETY: as above.
+                Some(f) => unsafe { f(fd, addr, len) },
+                None => refused_call(deny_as()),
+            }
+        }
     }
 }
 

@@ -13,17 +13,18 @@ use std::ffi::CStr;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use egress_policy::elf::{
-    check_program, preload_is_fatal, Credentials, FileIds, Opened, ProgramArgs, ProgramFiles,
-    Runtime, NO_WORKING_DIRECTORY,
+    check_program, kernel_layer_applies, preload_is_fatal, Credentials, FileIds, Opened,
+    ProgramArgs, ProgramFiles, Runtime, NO_WORKING_DIRECTORY,
 };
 use egress_policy::{chain_extends, Mode};
 
 use crate::carray::entries;
 use crate::channel;
 use crate::guard;
+use crate::kernel::Failure;
 use crate::real;
 use crate::scratch::Scratch;
-use crate::state;
+use crate::state::{self, Loaded};
 use crate::verdict::{set_errno, REFUSED_EXEC_ERRNO};
 
 const PRELOAD_KEY: &[u8] = b"LD_PRELOAD=";
@@ -329,6 +330,9 @@ enum Gate {
     /// The guard cannot enter it, but it may run (audit mode, `--allow-unguarded`). An exec is
     /// recorded already; a spawn is recorded by the caller once its pid is known.
     RunUnguarded(&'static str),
+    /// The library cannot enter it; this thread is under the kernel layer now, and so will
+    /// the program be (recorded already).
+    KernelLayer(&'static str),
 }
 
 /// Decides whether `file` (searched in PATH when `search`) may be executed, and records a
@@ -397,12 +401,45 @@ unsafe fn gate(
                 Err(_) => false,
             });
             let exe = &found[..len - 1];
+            // A static or Go program execs under the kernel layer, which the nearest run's
+            // launcher supervises (an outer run's library checks what that launcher sends).
+            // Not for a spawn: its child execs inside libc, out of the hooks' reach.
+            let mut failure = None;
+            if !spawn && cfg!(target_arch = "x86_64") && kernel_layer_applies(why) {
+                let entered = match levels.first() {
+                    Some(Loaded {
+                        locator: Some(loc),
+                        policy: Ok(_),
+                        ..
+                    }) => crate::kernel::enter(loc),
+                    _ => Err(Failure::NotEntered(
+                        "the kernel layer is unavailable (this process has no valid policy)",
+                    )),
+                };
+                match entered {
+                    Ok(()) => {
+                        for loaded in levels {
+                            // SAFETY: getpid has no preconditions; argv as the caller promises.
+                            unsafe {
+                                channel::kernel_layer(loaded, libc::getpid(), exe, argv, why)
+                            };
+                        }
+                        return Gate::KernelLayer(why);
+                    }
+                    Err(f) => failure = Some(f),
+                }
+            }
+            let mut joined = [0u8; 512];
+            let reason = match failure {
+                Some(f) => join_reason(&mut joined, why, f.as_str()),
+                None => why,
+            };
             if !allowed || !spawn {
                 for loaded in levels {
                     // SAFETY: getpid has no preconditions; argv as the caller promises.
                     unsafe {
                         let pid = if spawn { 0 } else { libc::getpid() };
-                        channel::unguarded(loaded, pid, exe, argv, why, !allowed);
+                        channel::unguarded(loaded, pid, exe, argv, reason, !allowed);
                     }
                 }
             }
@@ -413,6 +450,18 @@ unsafe fn gate(
             }
         },
     )
+}
+
+/// `why; more` in `buf` (cut to fit), as a str borrowed from it.
+fn join_reason<'a>(buf: &'a mut [u8; 512], why: &'a str, more: &str) -> &'a str {
+    let mut at = 0;
+    for part in [why, "; ", more] {
+        let n = part.len().min(buf.len() - at);
+        buf[at..at + n].copy_from_slice(&part.as_bytes()[..n]);
+        at += n;
+    }
+    // Only whole ASCII parts are cut, and the reasons are ASCII.
+    std::str::from_utf8(&buf[..at]).unwrap_or(why)
 }
 
 /// Records a spawned program the guard cannot enter, now that its pid is known.
@@ -632,7 +681,9 @@ unsafe fn rebuild(
 unsafe fn env_for(gate: Gate, envp: *const *const c_char) -> Option<GuardedEnv> {
     match gate {
         // SAFETY: as the caller promises.
-        Gate::RunUnguarded(why) if preload_is_fatal(why) => unsafe { strip(envp) },
+        Gate::RunUnguarded(why) | Gate::KernelLayer(why) if preload_is_fatal(why) => unsafe {
+            strip(envp)
+        },
         // SAFETY: as the caller promises.
         Gate::RuntimeFirst(rt) => unsafe { restore(envp, rt.get()) },
         // SAFETY: as the caller promises.

@@ -101,6 +101,19 @@ fn asked(name: *const c_char, plan: Plan, family: c_int) -> *const c_char {
     }
 }
 
+/// Whether libc may send a query for this plan (under `--seccomp` it then opens a lookup
+/// window with the supervisor, `kernel::LookupWindow`).
+fn may_query(plan: Plan) -> bool {
+    matches!(
+        plan,
+        Plan::Resolve {
+            numeric: false,
+            loopback: false,
+            ..
+        }
+    )
+}
+
 /// Plans a lookup of the C string `name` for `family`.
 ///
 /// # Safety
@@ -194,6 +207,8 @@ unsafe extern "C" fn getaddrinfo_from(
     let Some(real_fn) = (unsafe { real::func::<real::GetaddrinfoFn>(&real::GETADDRINFO) }) else {
         return verdict::refused_eai(deny_as());
     };
+    let _window =
+        crate::kernel::LookupWindow::open(!node.is_null() && !numeric_only && may_query(plan));
     let rc = if numeric {
         // The same request, but libc may only parse the name as an address.
         let mut h: addrinfo = if hints.is_null() {
@@ -271,6 +286,7 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
         return std::ptr::null_mut();
     };
     let name = asked(name, plan, libc::AF_INET);
+    let _window = crate::kernel::LookupWindow::open(may_query(plan));
     // SAFETY: gethostbyname's C signature, forwarding the caller's argument.
     let h = match unsafe { real::func::<real::GethostbynameFn>(&real::GETHOSTBYNAME) } {
         // SAFETY: as above.
@@ -295,6 +311,7 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
         return std::ptr::null_mut();
     };
     let name = asked(name, plan, af);
+    let _window = crate::kernel::LookupWindow::open(may_query(plan));
     // SAFETY: gethostbyname2's C signature, forwarding the caller's arguments.
     let h = match unsafe { real::func::<real::Gethostbyname2Fn>(&real::GETHOSTBYNAME2) } {
         // SAFETY: as above.
@@ -366,6 +383,7 @@ pub unsafe extern "C" fn gethostbyname_r(
         return unsafe { refused_lookup_r(result, h_errnop) };
     };
     let name = asked(name, plan, libc::AF_INET);
+    let _window = crate::kernel::LookupWindow::open(may_query(plan));
     // SAFETY: gethostbyname_r's C signature, forwarding the caller's arguments.
     let rc = match unsafe { real::func::<real::GethostbynameRFn>(&real::GETHOSTBYNAME_R) } {
         // SAFETY: as above.
@@ -400,6 +418,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
         return unsafe { refused_lookup_r(result, h_errnop) };
     };
     let name = asked(name, plan, af);
+    let _window = crate::kernel::LookupWindow::open(may_query(plan));
     // SAFETY: gethostbyname2_r's C signature, forwarding the caller's arguments.
     let rc = match unsafe { real::func::<real::Gethostbyname2RFn>(&real::GETHOSTBYNAME2_R) } {
         // SAFETY: as above.

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_long, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::connect::decide_connect;
 use super::sockopt::decide_route;
@@ -14,6 +14,7 @@ use crate::decide;
 use crate::dns_sockets;
 use crate::dnsmsg;
 use crate::fd_kinds;
+use crate::kernel;
 use crate::mem;
 use crate::real;
 use crate::route;
@@ -360,11 +361,25 @@ unsafe extern "C" fn sendto_from(
     if sock::unreadable(addr, addrlen) {
         return fault::<i8>() as ssize_t;
     }
-    // SAFETY: forwarding the caller's arguments to the real sendto.
-    let forward = || match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
-        // SAFETY: as above.
-        Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
-        None => refused_call::<i8>(deny_as()) as ssize_t,
+    let forward = || {
+        let args = [
+            fd as c_long,
+            buf as c_long,
+            len as c_long,
+            flags as c_long,
+            addr as c_long,
+            addrlen as c_long,
+        ];
+        // SAFETY: sendto's arguments, through the kernel layer's stub (`--seccomp`).
+        if let Some(r) = unsafe { kernel::decided(libc::SYS_sendto, args) } {
+            return r as ssize_t;
+        }
+        // SAFETY: forwarding the caller's arguments to the real sendto.
+        match unsafe { real::func::<real::SendtoFn>(&real::SENDTO) } {
+            // SAFETY: as above.
+            Some(f) => unsafe { f(fd, buf, len, flags, addr, addrlen) },
+            None => refused_call::<i8>(deny_as()) as ssize_t,
+        }
     };
     // A repeat of this thread's last allowed send: count it where the full path would.
     // SAFETY: `addrlen` readable bytes at `addr` (checked plausible above), or null.
@@ -435,12 +450,19 @@ unsafe extern "C" fn sendmsg_from(
     let payload = unsafe { msg_payload(msg) };
     match check(|loaded| decide_msg(loaded, fd, dest, flags, "sendmsg", payload)) {
         Action::Refuse => refused_call::<i8>(deny_as()) as ssize_t,
-        // SAFETY: forwarding the caller's arguments to the real sendmsg.
-        Action::Proceed => match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
-            // SAFETY: as above.
-            Some(f) => unsafe { f(fd, msg, flags) },
-            None => refused_call::<i8>(deny_as()) as ssize_t,
-        },
+        Action::Proceed => {
+            let args = [fd as c_long, msg as c_long, flags as c_long, 0, 0, 0];
+            // SAFETY: sendmsg's arguments, through the kernel layer's stub (`--seccomp`).
+            if let Some(r) = unsafe { kernel::decided(libc::SYS_sendmsg, args) } {
+                return r as ssize_t;
+            }
+            // SAFETY: forwarding the caller's arguments to the real sendmsg.
+            match unsafe { real::func::<real::SendmsgFn>(&real::SENDMSG) } {
+                // SAFETY: as above.
+                Some(f) => unsafe { f(fd, msg, flags) },
+                None => refused_call::<i8>(deny_as()) as ssize_t,
+            }
+        }
     }
 }
 
@@ -484,6 +506,18 @@ pub unsafe extern "C" fn sendmmsg(
     });
     if allowed == 0 && vlen > 0 {
         return refused_call(deny_as());
+    }
+    let args = [
+        fd as c_long,
+        msgs as c_long,
+        allowed as c_long,
+        flags as c_long,
+        0,
+        0,
+    ];
+    // SAFETY: sendmmsg's arguments (vlen cut), through the kernel layer's stub (`--seccomp`).
+    if let Some(r) = unsafe { kernel::decided(libc::SYS_sendmmsg, args) } {
+        return r as c_int;
     }
     // SAFETY: forwarding the caller's arguments (vlen cut to the allowed prefix) to libc.
     match unsafe { real::func::<real::SendmmsgFn>(&real::SENDMMSG) } {

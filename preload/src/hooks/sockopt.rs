@@ -176,6 +176,18 @@ pub unsafe extern "C" fn setsockopt(
             return refused_call(deny_as());
         }
     }
+    let args = [
+        fd as libc::c_long,
+        level as libc::c_long,
+        name as libc::c_long,
+        value as libc::c_long,
+        len as libc::c_long,
+        0,
+    ];
+    // SAFETY: setsockopt's arguments, decided, through the kernel layer's stub (`--seccomp`).
+    if let Some(r) = unsafe { crate::kernel::decided(libc::SYS_setsockopt, args) } {
+        return r as c_int;
+    }
     // SAFETY: SetsockoptFn is setsockopt's C signature; the caller's arguments are forwarded.
     match unsafe { real::func::<real::SetsockoptFn>(&real::SETSOCKOPT) } {
         // SAFETY: as above.

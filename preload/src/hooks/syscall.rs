@@ -30,6 +30,20 @@ type SyscallFn = unsafe extern "C" fn(c_long, ...) -> c_long;
 /// # Safety
 /// `number` and the argument words as the caller passed them to `syscall()`.
 unsafe fn forward(number: c_long, a: [c_long; 6]) -> c_long {
+    let decided = matches!(
+        number,
+        libc::SYS_connect
+            | libc::SYS_sendto
+            | libc::SYS_sendmsg
+            | libc::SYS_sendmmsg
+            | libc::SYS_setsockopt
+    );
+    if decided {
+        // SAFETY: the caller's network call, decided, through the kernel layer's stub.
+        if let Some(r) = unsafe { crate::kernel::decided(number, a) } {
+            return r;
+        }
+    }
     // SAFETY: libc's syscall is C-variadic taking the number and argument words.
     match unsafe { real::func::<SyscallFn>(&real::SYSCALL) } {
         // SAFETY: as above; extra words are ignored by the kernel for shorter calls.
