@@ -644,7 +644,7 @@ impl Collector {
                 layer,
             } => {
                 if layer.as_deref() == Some("kernel") {
-                    self.kernel_layer(pid, ppid, exe, argv, reason.unwrap_or_default(), false);
+                    self.kernel_layer(pid, ppid, exe, argv, reason.unwrap_or_default());
                     return;
                 }
                 if !guarded {
@@ -851,8 +851,7 @@ impl Collector {
     /// Records a program the library cannot enter that runs under the kernel layer (`reason`:
     /// why the library cannot enter it). The report is written as the run goes, so a process
     /// that checked in too (a dynamic Go program loads the library) gets a second line, marked
-    /// `kernel`, rather than a change to the line already written. `_first` is kept for the
-    /// callers' sake: a line cannot go before lines already in the file.
+    /// `kernel`, rather than a change to the line already written.
     pub fn kernel_layer(
         &mut self,
         pid: i32,
@@ -860,7 +859,6 @@ impl Collector {
         exe: String,
         argv: Vec<String>,
         reason: String,
-        _first: bool,
     ) {
         self.pids.insert(pid);
         // An exec keeps the pid: from now on its attempts are this program's.

@@ -344,7 +344,6 @@ fn run() -> Result<Exit, Fatal> {
                 exe,
                 command_argv.clone(),
                 why.to_string(),
-                true,
             );
         } else {
             let why = match &layer_failed {

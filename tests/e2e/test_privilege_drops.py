@@ -306,7 +306,7 @@ def test_policy_service_answers_its_tree_only(egress_bin, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# When nothing works: fail closed, saying why
+# An orphan: reparented to the launcher (a subreaper), not lost
 
 ORPHAN = r"""
 import os, subprocess, sys, time
@@ -338,7 +338,11 @@ while not os.path.exists(OUT) and time.monotonic() < deadline:
 """
 
 
-def test_nothing_works_fails_closed_with_a_reason(loopback, run_guarded, tmp_path):
+def test_an_orphan_that_changed_uid_and_closed_everything_still_gets_its_policy(loopback, run_guarded,
+                                                                            tmp_path):
+    # The launcher is a child subreaper (the kernel layer needs its descendants to stay its
+    # descendants): a double-forked orphan is reparented to it, so its policy service still
+    # answers the orphan's child, which has no descriptor and cannot open /proc/<launcher>.
     needs_uid_change()
     out = tmp_path / "orphan.out"
     code = ORPHAN.replace("OUT", repr(str(out)))
@@ -346,11 +350,10 @@ def test_nothing_works_fails_closed_with_a_reason(loopback, run_guarded, tmp_pat
     res = run_guarded(["--allow", "loopback"], py(code) + probe(port)[:3])
     got = results(out.read_text()) if out.exists() else {}
     lb = got.get(f"connect=127.0.0.1,{port}")
-    assert lb and not lb["ok"] and lb["errno"] == errno.EACCES, f"{got}\n{res.describe()}"
-    errors = [o.get("policy_error", "") for o in res.report if o["type"] == "process"]
-    assert any("launcher" in e for e in errors if e), res.describe()
-    assert "could not obtain its policy" in res.stderr, res.describe()
-    assert res.returncode == 3, res.describe()
+    assert lb and lb["ok"], f"{got}\n{res.describe()}"
+    errors = [o.get("policy_error") for o in res.report if o["type"] == "process"]
+    assert not any(errors), res.describe()
+    assert res.returncode == 0, res.describe()
 
 
 def test_no_message_repeats_its_words():
