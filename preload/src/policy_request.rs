@@ -64,16 +64,9 @@ fn connect(loc: &Locator) -> Result<c_int, Failure> {
             )
         };
     }
-    // SAFETY: an all-zero sockaddr_un is valid; family and an abstract name are filled in.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let mut name = [0u8; 64];
     let n = loc.policy_service_name(&mut name);
-    // Abstract address: a leading NUL, then the name (sun_path is 108 bytes).
-    for (dst, src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
-        *dst = *src as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+    let (addr, len) = crate::sock::abstract_addr(&name[..n]);
     // SAFETY: ConnectFn is connect's C signature; the real connect with a valid sockaddr_un of
     // `len` bytes (not our hook: this is no egress, and the policy is being loaded).
     let ok = unsafe { real::func::<real::ConnectFn>(&real::CONNECT) }.is_some_and(|connect| {

@@ -31,6 +31,21 @@ const USER_END: usize = 1 << 52;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const USER_END: usize = usize::MAX;
 
+/// The abstract Unix address named `name` (a leading NUL, then the name; longer names are
+/// cut to `sun_path`) and its length: the launcher's sockets (events, policy, kernel layer).
+pub fn abstract_addr(name: &[u8]) -> (libc::sockaddr_un, socklen_t) {
+    // SAFETY: an all-zero sockaddr_un is valid; family and name are filled in below.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let mut n = 0;
+    for (dst, src) in addr.sun_path[1..].iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+        n += 1;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as socklen_t;
+    (addr, len)
+}
+
 /// Whether `len` bytes at `p` can be user memory at all: not in the first page, not beyond the
 /// user address space, not wrapping around. A pointer that fails this would make the guard
 /// fault where the kernel answers EFAULT; one that passes may still be unmapped, which

@@ -99,16 +99,9 @@ fn open_socket(loc: &Locator) -> Option<c_int> {
     if fd < 0 {
         return None;
     }
-    // SAFETY: an all-zero sockaddr_un is valid; we fill in family and an abstract name.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let mut name = [0u8; 64];
     let n = loc.socket_name(&mut name);
-    // Abstract address: a leading NUL, then the name (sun_path is 108 bytes).
-    for (dst, src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
-        *dst = *src as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+    let (addr, len) = crate::sock::abstract_addr(&name[..n]);
     let args = [
         fd as libc::c_long,
         (&addr as *const libc::sockaddr_un) as libc::c_long,
