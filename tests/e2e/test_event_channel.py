@@ -162,8 +162,9 @@ def event_socket(launcher_pid):
     prefix = f"@egress-run.{launcher_pid}."
     for row in Path("/proc/net/unix").read_text().splitlines()[1:]:
         parts = row.split()
-        # The policy service listens at the same name plus ".policy" (a stream socket).
-        if len(parts) >= 8 and parts[7].startswith(prefix) and not parts[7].endswith(".policy"):
+        # Only `egress-run.<pid>.<ino>`: the policy service and the kernel layer's handover
+        # listen at the same name plus a suffix (".policy", ".kernel").
+        if len(parts) >= 8 and parts[7].startswith(prefix) and parts[7][len(prefix):].isdigit():
             return b"\0" + parts[7][1:].encode()
     return None
 
