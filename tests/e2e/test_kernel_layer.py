@@ -386,3 +386,57 @@ def test_source_route_option_refused_for_a_static_program(mode, build_dir, run_g
     assert res.stdout == want, res.describe()
     [line] = kernel_lines(res, "connect")
     assert line["call"] == "setsockopt" and "source routing" in line["reason"], res.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# posix_spawn of a static program: a guarded trampoline execs it under the layer
+
+
+@pytest.fixture(scope="session")
+def argv_prog(build_dir):
+    return _static(build_dir, "kl_argv")
+
+
+@pytest.fixture(scope="session")
+def spawn_piped(compile_c):
+    return compile_c(PROGS / "spawn_piped.c", "spawn_piped")
+
+
+def _spawned_ok(res, port):
+    """The static child ran under the layer: its output came through the dup2'd pipe with its
+    own argv[0], the denied connect failed with EACCES, the loopback one worked."""
+    assert f"pipe: connect {OTHER_IP} -1 {EACCES}\n" in res.stdout, res.describe()
+    assert "pipe: connect 127.0.0.1 0 0\n" in res.stdout, res.describe()
+    assert res.returncode == 3, res.describe()
+    [line] = kernel_lines(res, "connect")
+    assert line["decision"] == "deny" and line["addr"] == OTHER_IP, res.describe()
+    assert line["exe"].endswith("kl_argv-static"), res.describe()
+    assert len(layered(res)) == 1 and "statically linked" in layered(res)[0]["reason"], res.describe()
+    assert no_refusal(res), res.describe()
+
+
+@pytest.mark.parametrize("call", ["spawn", "spawnp"])
+def test_posix_spawn_of_a_static_program(call, argv_prog, spawn_piped, sandbox, loopback, run_guarded):
+    path = str(argv_prog) if call == "spawn" else argv_prog.name
+    env = {} if call == "spawn" else {"PATH": f"{argv_prog.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    res = run_guarded([], [spawn_piped, call, path, "renamed-zero", OTHER_IP, 5432,
+                           "127.0.0.1", loopback.tcp1.port], env=env)
+    assert "pipe: argv0 renamed-zero\n" in res.stdout, res.describe()
+    assert "rc 0\nexit 7\n" in res.stdout, res.describe()
+    _spawned_ok(res, loopback.tcp1.port)
+
+
+def test_posix_spawn_of_a_missing_program_fails_like_exec(spawn_piped, build_dir, run_guarded):
+    res = run_guarded([], [spawn_piped, "spawn", str(build_dir / "no-such-program"), "x"])
+    assert "rc 2\n" in res.stdout, res.describe()
+
+
+def test_python_posix_spawn_of_a_static_program(argv_prog, sandbox, loopback, run_guarded):
+    code = ("import subprocess, sys\n"
+            "assert subprocess._USE_POSIX_SPAWN, 'no posix_spawn in this Python'\n"
+            "r = subprocess.run(sys.argv[1:], close_fds=False, stdout=subprocess.PIPE, text=True)\n"
+            "print(''.join('pipe: ' + l for l in r.stdout.splitlines(True)), end='')\n"
+            "print('exit', r.returncode)\n")
+    res = run_guarded([], py(code) + [argv_prog, OTHER_IP, 5432, "127.0.0.1", loopback.tcp1.port])
+    assert f"pipe: argv0 {argv_prog}\n" in res.stdout and "exit 7\n" in res.stdout, res.describe()
+    _spawned_ok(res, loopback.tcp1.port)
