@@ -59,6 +59,8 @@ const EXIT_CANNOT_EXECUTE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
 
 #[cfg_attr(not(test), no_mangle)]
+// C's main: argc and argv are the process's own argument count and vector.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: main's own arguments.
     if let Some(code) = unsafe { trampoline::exec_under_layer(argc, argv) } {
