@@ -423,6 +423,7 @@ def test_posix_spawn_of_a_static_program(call, argv_prog, spawn_piped, sandbox, 
                       [spawn_piped, call, path, "renamed-zero", OTHER_IP, 5432, "127.0.0.1", loopback.tcp1.port],
                       env=env)
     assert "pipe: argv0 renamed-zero\n" in res.stdout, res.describe()
+    assert "pipe: pgrp-own 1 usr1-blocked 1 sigpipe-ign 1\n" in res.stdout, res.describe()
     assert "rc 0\nexit 7\n" in res.stdout, res.describe()
     _spawned_ok(res, loopback.tcp1.port)
 
@@ -441,4 +442,6 @@ def test_python_posix_spawn_of_a_static_program(argv_prog, sandbox, loopback, ru
     res = run_guarded(["--allow", f"127.0.0.1:{loopback.tcp1.port}"],
                       py(code) + [argv_prog, OTHER_IP, 5432, "127.0.0.1", loopback.tcp1.port])
     assert f"pipe: argv0 {argv_prog}\n" in res.stdout and "exit 7\n" in res.stdout, res.describe()
+    # Python resets SIGPIPE to default in the child (POSIX_SPAWN_SETSIGDEF).
+    assert "pipe: pgrp-own 0 usr1-blocked 0 sigpipe-ign 0\n" in res.stdout, res.describe()
     _spawned_ok(res, loopback.tcp1.port)

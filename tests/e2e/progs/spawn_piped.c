@@ -1,6 +1,8 @@
 /* `spawn_piped spawn|spawnp PATH ARG0 ARGS...`: posix_spawn(p)s PATH with argv ARG0 ARGS..., its
- * stdout a pipe (a dup2 file action), and copies what arrives to stdout prefixed "pipe: ", then
+ * stdout a pipe (a dup2 file action), in a process group of its own with SIGUSR1 blocked (spawn
+ * attributes) and SIGPIPE ignored (inherited), and copies what arrives to stdout prefixed "pipe: ", then
  * prints "rc RC" (posix_spawn's result) and "exit STATUS". */
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,10 +20,19 @@ int main(int argc, char **argv) {
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
     posix_spawn_file_actions_addclose(&fa, p[0]);
     posix_spawn_file_actions_addclose(&fa, p[1]);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setpgroup(&at, 0);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGUSR1);
+    posix_spawnattr_setsigmask(&at, &mask);
+    signal(SIGPIPE, SIG_IGN);
     pid_t pid;
     int rc = strcmp(argv[1], "spawnp") == 0
-                 ? posix_spawnp(&pid, argv[2], &fa, NULL, argv + 3, environ)
-                 : posix_spawn(&pid, argv[2], &fa, NULL, argv + 3, environ);
+                 ? posix_spawnp(&pid, argv[2], &fa, &at, argv + 3, environ)
+                 : posix_spawn(&pid, argv[2], &fa, &at, argv + 3, environ);
     close(p[1]);
     if (rc == 0) {
         FILE *in = fdopen(p[0], "r");
