@@ -425,14 +425,15 @@ unsafe fn gate(
                             policy: Ok(_),
                             ..
                         }),
-                    ) => {
-                        if trampoline_paths(paths, &found[..len], loc.launcher_pid) {
+                    ) => match crate::kernel::may_enter(loc) {
+                        Err(f) => f,
+                        Ok(()) if trampoline_paths(paths, &found[..len], loc.launcher_pid) => {
                             return Gate::Trampoline(why);
                         }
-                        Failure::NotEntered(
+                        Ok(()) => Failure::NotEntered(
                             "the kernel layer is unavailable for a spawn (the launcher's executable cannot be found)",
-                        )
-                    }
+                        ),
+                    },
                     (None, _) => Failure::NotEntered(
                         "the kernel layer is unavailable for a spawn (no memory for the trampoline)",
                     ),
