@@ -445,3 +445,12 @@ def test_python_posix_spawn_of_a_static_program(argv_prog, sandbox, loopback, ru
     # Python resets SIGPIPE to default in the child (POSIX_SPAWN_SETSIGDEF).
     assert "pipe: pgrp-own 0 usr1-blocked 0 sigpipe-ign 0\n" in res.stdout, res.describe()
     _spawned_ok(res, loopback.tcp1.port)
+
+
+def test_trampoline_exits_like_a_shell_when_the_exec_fails(egress_bin, tmp_path):
+    # What a posix_spawn caller sees when the program vanished between the check and the exec.
+    plain = tmp_path / "not-executable"
+    plain.write_text("data\n")
+    for path, want in [(tmp_path / "missing", 127), (plain, 126)]:
+        r = subprocess.run([str(egress_bin), "__exec-under-layer", str(path), "x"], capture_output=True)
+        assert (r.returncode, r.stdout, r.stderr) == (want, b"", b""), (path, r)

@@ -1276,7 +1276,23 @@ pub unsafe extern "C" fn posix_spawnp(
 
 #[cfg(test)]
 mod tests {
-    use super::has_token;
+    use super::{has_token, trampoline_paths, TrampolinePaths};
+
+    #[test]
+    fn trampoline_paths_hold_the_target_and_a_launchers_executable() {
+        let mut paths: TrampolinePaths = [0xff; 8192];
+        assert!(trampoline_paths(
+            &mut paths,
+            b"/bin/x\0",
+            std::process::id()
+        ));
+        assert_eq!(&paths[..7], b"/bin/x\0");
+        let exe = std::env::current_exe().unwrap();
+        let end = paths[4096..].iter().position(|b| *b == 0).unwrap();
+        assert_eq!(&paths[4096..4096 + end], exe.as_os_str().as_encoded_bytes());
+        // No such process: no executable to spawn.
+        assert!(!trampoline_paths(&mut paths, b"/bin/x\0", u32::MAX));
+    }
 
     #[test]
     fn preload_lists_split_on_colons_and_spaces() {
