@@ -1,6 +1,6 @@
 """The kernel layer: programs the library cannot enter (static C, static Go, /sbin/ldconfig) run
 under a seccomp filter whose network calls egress-run decides with the same rules, as COMMAND
-and deeper in the tree. Denied calls fail with the library's errno, allowed ones work, audit
+and deeper in the tree (exec'd, or posix_spawn'd through the launcher as a guarded trampoline). Denied calls fail with the library's errno, allowed ones work, audit
 mode records; report lines say `"layer": "kernel"`. The supervisor performs allowed calls
 itself with its own copy of the address, so a thread rewriting the address cannot reach a
 denied destination; io_uring_setup is refused in block mode; a daemon that outlives the run
