@@ -19,6 +19,7 @@ mod reports;
 mod spawn;
 mod subcommands;
 mod supervisor;
+mod trampoline;
 mod unguarded;
 
 use std::ffi::OsString;
@@ -58,7 +59,13 @@ const EXIT_CANNOT_EXECUTE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
 
 #[cfg_attr(not(test), no_mangle)]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+// C's main: argc and argv are the process's own argument count and vector.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: main's own arguments.
+    if let Some(code) = unsafe { trampoline::exec_under_layer(argc, argv) } {
+        return code;
+    }
     open_missing_stdio();
     // Before anything changes them: COMMAND gets the caller's mask and ignored signals.
     spawn::save_inherited();

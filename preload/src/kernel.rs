@@ -62,11 +62,7 @@ pub fn enter(loc: &Locator) -> Result<(), Failure> {
         // Already under a filter with a listener: ours (an ancestor entered the layer, or
         // `--seccomp`) covers this exec too.
         Err(Busy) if whose_filter() == Some(loc.launcher_pid) => return Ok(()),
-        Err(Busy) => {
-            return Err(Failure::NotEntered(
-                "the kernel layer is unavailable (the process is already under another seccomp listener)",
-            ))
-        }
+        Err(Busy) => return Err(Failure::NotEntered(ANOTHER_LISTENER)),
         Err(Refused(f)) => return Err(f),
     };
     let number = listener.0.to_ne_bytes();
@@ -92,6 +88,19 @@ pub fn enter(loc: &Locator) -> Result<(), Failure> {
         Err(Failure::Orphaned)
     }
 }
+
+/// Before spawning a trampoline that will [`enter`] the layer: refuses at once (as `enter`
+/// would) when this process is under another run's listener already, which the trampoline
+/// inherits.
+pub fn may_enter(loc: &Locator) -> Result<(), Failure> {
+    match whose_filter() {
+        Some(pid) if pid != loc.launcher_pid => Err(Failure::NotEntered(ANOTHER_LISTENER)),
+        _ => Ok(()),
+    }
+}
+
+const ANOTHER_LISTENER: &str =
+    "the kernel layer is unavailable (the process is already under another seccomp listener)";
 
 fn connect(loc: &Locator) -> Option<Fd> {
     // SAFETY: plain socket(2).

@@ -43,6 +43,10 @@ def unguarded_lines(res):
     return [p for p in res.lines("process") if p["guarded"] is False]
 
 
+def layered_lines(res):
+    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
+
+
 # ---- posix_spawn after a file action that changes the child's working directory
 
 
@@ -51,22 +55,35 @@ def spawn_chdir(compile_c):
     return compile_c(PROGS / "spawn_chdir.c", "spawn_chdir")
 
 
+@pytest.mark.parametrize("mode", ["block", "audit"])
 @pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
-def test_relative_program_after_a_chdir_action_is_refused(how, spawn_chdir, static_prog, run_guarded):
-    # The parent's directory has no such file: only the child's directory has it.
-    res = run_guarded([], [spawn_chdir, how, static_prog.parent, static_prog.name], cwd="/")
-    assert res.stdout == f"spawn refused {EACCES}\n", res.describe()
-    lines = unguarded_lines(res)
-    assert len(lines) == 1 and "statically linked" in lines[0]["reason"] and lines[0]["refused"], res.describe()
-    assert res.returncode == 3, res.describe()
-
-
-@pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
-def test_relative_program_after_a_chdir_action_runs_in_audit_mode(how, spawn_chdir, static_prog, run_guarded):
-    res = run_guarded(["--audit"], [spawn_chdir, how, static_prog.parent, static_prog.name], cwd="/")
+def test_relative_program_after_a_chdir_action_runs_under_the_kernel_layer(how, mode, spawn_chdir, static_prog,
+                                                                            run_guarded):
+    # The parent's directory has no such file: only the child's directory has it. Found there,
+    # it is spawned through the trampoline (which makes the same chdir) under the kernel layer.
+    args = [] if mode == "block" else ["--audit"]
+    res = run_guarded(args, [spawn_chdir, how, static_prog.parent, static_prog.name], cwd="/")
     assert res.stdout == "unguarded ran\nchild ran 0\n", res.describe()
-    lines = unguarded_lines(res)
-    assert len(lines) == 1 and "statically linked" in lines[0]["reason"] and not lines[0]["refused"], res.describe()
+    assert unguarded_lines(res) == [] and res.returncode == 0, res.describe()
+    lines = layered_lines(res)
+    assert len(lines) == 1 and "statically linked" in lines[0]["reason"], res.describe()
+    assert lines[0]["exe"].endswith("gate-static"), res.describe()
+
+
+@pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
+def test_relative_program_after_a_chdir_action_is_refused_without_the_layer(how, spawn_chdir, static_prog,
+                                                                             egress_bin, tmp_path):
+    # Under an outer --seccomp run the inner run's layer is unavailable: the spawn is refused
+    # at once, saying why.
+    inner = tmp_path / "inner.jsonl"
+    argv = [egress_bin, "--seccomp", "--audit", "--",
+            egress_bin, "--report", inner, "--", spawn_chdir, how, static_prog.parent, static_prog.name]
+    p = spawn(argv, env=guarded_env(), cwd="/")
+    out, err = finish(p)
+    assert out == f"spawn refused {EACCES}\n" and p.returncode == 3, (p.returncode, out, err)
+    [line] = [o for o in load_report(inner) if o["type"] == "process" and o["guarded"] is False]
+    assert line["refused"] is True and "statically linked" in line["reason"], line
+    assert "another seccomp listener" in line["reason"], line
 
 
 @pytest.mark.parametrize("how", ["chdir", "fchdir", "chdir-p"])
@@ -100,10 +117,6 @@ def script_chain(build_dir, static_prog):
     for s in (a, b, c):
         s.chmod(0o755)
     return a
-
-
-def layered_lines(res):
-    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
 
 
 def test_script_chain_command_runs_under_the_kernel_layer(script_chain, run_guarded):

@@ -1,6 +1,6 @@
 """The kernel layer: programs the library cannot enter (static C, static Go, /sbin/ldconfig) run
 under a seccomp filter whose network calls egress-run decides with the same rules, as COMMAND
-and deeper in the tree. Denied calls fail with the library's errno, allowed ones work, audit
+and deeper in the tree (exec'd, or posix_spawn'd through the launcher as a guarded trampoline). Denied calls fail with the library's errno, allowed ones work, audit
 mode records; report lines say `"layer": "kernel"`. The supervisor performs allowed calls
 itself with its own copy of the address, so a thread rewriting the address cannot reach a
 denied destination; io_uring_setup is refused in block mode; a daemon that outlives the run
@@ -386,3 +386,71 @@ def test_source_route_option_refused_for_a_static_program(mode, build_dir, run_g
     assert res.stdout == want, res.describe()
     [line] = kernel_lines(res, "connect")
     assert line["call"] == "setsockopt" and "source routing" in line["reason"], res.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# posix_spawn of a static program: a guarded trampoline execs it under the layer
+
+
+@pytest.fixture(scope="session")
+def argv_prog(build_dir):
+    return _static(build_dir, "kl_argv")
+
+
+@pytest.fixture(scope="session")
+def spawn_piped(compile_c):
+    return compile_c(PROGS / "spawn_piped.c", "spawn_piped")
+
+
+def _spawned_ok(res, port):
+    """The static child ran under the layer: its output came through the dup2'd pipe with its
+    own argv[0], the denied connect failed with EACCES, the loopback one worked."""
+    assert f"pipe: connect {OTHER_IP} -1 {EACCES}\n" in res.stdout, res.describe()
+    assert "pipe: connect 127.0.0.1 0 0\n" in res.stdout, res.describe()
+    assert res.returncode == 3, res.describe()
+    denied = [a for a in kernel_lines(res, "connect") if a["decision"] == "deny"]
+    assert [a["addr"] for a in denied] == [OTHER_IP], res.describe()
+    assert all(a["exe"].endswith("kl_argv-static") for a in kernel_lines(res)), res.describe()
+    assert len(layered(res)) == 1 and "statically linked" in layered(res)[0]["reason"], res.describe()
+    assert no_refusal(res), res.describe()
+
+
+@pytest.mark.parametrize("call", ["spawn", "spawnp"])
+def test_posix_spawn_of_a_static_program(call, argv_prog, spawn_piped, sandbox, loopback, run_guarded):
+    path = str(argv_prog) if call == "spawn" else argv_prog.name
+    env = {} if call == "spawn" else {"PATH": f"{argv_prog.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    res = run_guarded(["--allow", f"127.0.0.1:{loopback.tcp1.port}"],
+                      [spawn_piped, call, path, "renamed-zero", OTHER_IP, 5432, "127.0.0.1", loopback.tcp1.port],
+                      env=env)
+    assert "pipe: argv0 renamed-zero\n" in res.stdout, res.describe()
+    assert "pipe: pgrp-own 1 usr1-blocked 1 sigpipe-ign 1\n" in res.stdout, res.describe()
+    assert "rc 0\nexit 7\n" in res.stdout, res.describe()
+    _spawned_ok(res, loopback.tcp1.port)
+
+
+def test_posix_spawn_of_a_missing_program_fails_like_exec(spawn_piped, build_dir, run_guarded):
+    res = run_guarded([], [spawn_piped, "spawn", str(build_dir / "no-such-program"), "x"])
+    assert "rc 2\n" in res.stdout, res.describe()
+
+
+def test_python_posix_spawn_of_a_static_program(argv_prog, sandbox, loopback, run_guarded):
+    code = ("import subprocess, sys\n"
+            "assert subprocess._USE_POSIX_SPAWN, 'no posix_spawn in this Python'\n"
+            "r = subprocess.run(sys.argv[1:], close_fds=False, stdout=subprocess.PIPE, text=True)\n"
+            "print(''.join('pipe: ' + l for l in r.stdout.splitlines(True)), end='')\n"
+            "print('exit', r.returncode)\n")
+    res = run_guarded(["--allow", f"127.0.0.1:{loopback.tcp1.port}"],
+                      py(code) + [argv_prog, OTHER_IP, 5432, "127.0.0.1", loopback.tcp1.port])
+    assert f"pipe: argv0 {argv_prog}\n" in res.stdout and "exit 7\n" in res.stdout, res.describe()
+    # Python resets SIGPIPE to default in the child (POSIX_SPAWN_SETSIGDEF).
+    assert "pipe: pgrp-own 0 usr1-blocked 0 sigpipe-ign 0\n" in res.stdout, res.describe()
+    _spawned_ok(res, loopback.tcp1.port)
+
+
+def test_trampoline_exits_like_a_shell_when_the_exec_fails(egress_bin, tmp_path):
+    # What a posix_spawn caller sees when the program vanished between the check and the exec.
+    plain = tmp_path / "not-executable"
+    plain.write_text("data\n")
+    for path, want in [(tmp_path / "missing", 127), (plain, 126)]:
+        r = subprocess.run([str(egress_bin), "__exec-under-layer", str(path), "x"], capture_output=True)
+        assert (r.returncode, r.stdout, r.stderr) == (want, b"", b""), (path, r)

@@ -18,6 +18,13 @@ pub use wire::{encode, DecodeError, DenyAs, Mode, PolicyView, RuleView};
 /// It only says where the sealed policy is; its content cannot widen what is allowed.
 pub const POLICY_ENV: &str = "EGRESS_RUN_POLICY";
 
+/// The launcher's hidden first argument that makes it a spawn trampoline:
+/// `egress-run __exec-under-layer PATH ARG0 ARGS...` execs PATH with argv `ARG0 ARGS...` and
+/// its own environment (the guard's execve hook puts it under the kernel layer), or exits 127
+/// (PATH not found) or 126. The library spawns it in place of a program only the kernel layer
+/// can guard (preload/src/hooks/exec.rs).
+pub const EXEC_UNDER_LAYER: &std::ffi::CStr = c"__exec-under-layer";
+
 /// A nested run's [`POLICY_ENV`] holds one locator per level, innermost first, separated by
 /// this byte: `<inner>;<outer>`. An attempt passes only if every level allows it.
 pub const CHAIN_SEP: u8 = b';';

@@ -333,10 +333,19 @@ enum Gate {
     /// The library cannot enter it; this thread is under the kernel layer now, and so will
     /// the program be (recorded already).
     KernelLayer(&'static str),
+    /// A spawn of a program only the kernel layer can guard: spawn the launcher as a guarded
+    /// trampoline that execs it (its exec hook enters the layer); the trampoline buffer holds
+    /// the program's path and the launcher's.
+    Trampoline(&'static str),
 }
 
+/// The spawn trampoline's paths: the program to exec (NUL-terminated) in the first half, the
+/// launcher's executable in the second.
+type TrampolinePaths = [u8; 8192];
+
 /// Decides whether `file` (searched in PATH when `search`) may be executed, and records a
-/// program the guard cannot enter. `spawn` defers the record of an allowed one to the caller.
+/// program the guard cannot enter. `spawn` defers the record of an allowed one to the caller,
+/// and for a spawn the kernel layer can take, fills `tramp` for [`Gate::Trampoline`].
 ///
 /// # Safety
 /// `file` must be null or NUL-terminated; `argv` null or a NULL-terminated string array.
@@ -346,6 +355,7 @@ unsafe fn gate(
     argv: *const *const c_char,
     spawn: bool,
     dir: Option<c_int>,
+    tramp: Option<&mut TrampolinePaths>,
 ) -> Gate {
     if file.is_null() || guard::active() {
         return Gate::Proceed;
@@ -403,8 +413,35 @@ unsafe fn gate(
             let exe = &found[..len - 1];
             // A static or Go program execs under the kernel layer, which the nearest run's
             // launcher supervises (an outer run's library checks what that launcher sends).
-            // Not for a spawn: its child execs inside libc, out of the hooks' reach.
+            // A spawn's child execs inside libc, out of the hooks' reach: it spawns a guarded
+            // trampoline instead, whose exec hook enters the layer.
             let mut failure = None;
+            if spawn && cfg!(target_arch = "x86_64") && kernel_layer_applies(why) {
+                failure = Some(match (tramp, levels.first()) {
+                    (
+                        Some(paths),
+                        Some(Loaded {
+                            locator: Some(loc),
+                            policy: Ok(_),
+                            ..
+                        }),
+                    ) => match crate::kernel::may_enter(loc) {
+                        Err(f) => f,
+                        Ok(()) if trampoline_paths(paths, &found[..len], loc.launcher_pid) => {
+                            return Gate::Trampoline(why);
+                        }
+                        Ok(()) => Failure::NotEntered(
+                            "the kernel layer is unavailable for a spawn (the launcher's executable cannot be found)",
+                        ),
+                    },
+                    (None, _) => Failure::NotEntered(
+                        "the kernel layer is unavailable for a spawn (no memory for the trampoline)",
+                    ),
+                    _ => Failure::NotEntered(
+                        "the kernel layer is unavailable (this process has no valid policy)",
+                    ),
+                });
+            }
             if !spawn && cfg!(target_arch = "x86_64") && kernel_layer_applies(why) {
                 let entered = match levels.first() {
                     Some(Loaded {
@@ -450,6 +487,100 @@ unsafe fn gate(
             }
         },
     )
+}
+
+/// Fills `paths` for the trampoline: `target` (NUL included) and the executable of launcher
+/// `pid`, read from /proc. False when that cannot be read or run.
+fn trampoline_paths(paths: &mut TrampolinePaths, target: &[u8], pid: u32) -> bool {
+    let (to, exe) = paths.split_at_mut(4096);
+    let Some(to) = to.get_mut(..target.len()) else {
+        return false;
+    };
+    to.copy_from_slice(target);
+    let mut link = [0u8; 32];
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut rest = pid;
+    loop {
+        digits[n] = b'0' + (rest % 10) as u8;
+        n += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    digits[..n].reverse();
+    let mut at = 0;
+    for part in [&b"/proc/"[..], &digits[..n], b"/exe\0"] {
+        link[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    // SAFETY: a NUL-terminated path; readlink writes at most exe.len() - 1 bytes into exe.
+    let got =
+        unsafe { libc::readlink(link.as_ptr().cast(), exe.as_mut_ptr().cast(), exe.len() - 1) };
+    let Ok(got) = usize::try_from(got) else {
+        return false;
+    };
+    if got == 0 || got >= exe.len() - 1 {
+        return false;
+    }
+    exe[got] = 0;
+    // SAFETY: exe is NUL-terminated now.
+    unsafe { libc::access(exe.as_ptr().cast(), libc::X_OK) == 0 }
+}
+
+/// posix_spawn of the trampoline for a program only the kernel layer can guard: the
+/// launcher's executable with argv `EXE __exec-under-layer PATH ARGV...`, the caller's file
+/// actions and attributes (applied to the trampoline; they survive its exec) and `envp`.
+///
+/// # Safety
+/// posix_spawn's C contract for `pid`, `actions`, `attr`, `argv` and `envp`.
+unsafe fn spawn_trampoline(
+    pid: *mut pid_t,
+    paths: &TrampolinePaths,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *const c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: the caller's NULL-terminated argv.
+    let count = unsafe { entries(argv) }.count();
+    let slots = count + 4;
+    let bytes = slots * std::mem::size_of::<*const c_char>();
+    // SAFETY: a fresh private anonymous mapping; the result is checked.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the mapping holds `slots` pointers, zero (null) filled and suitably aligned.
+    let list = unsafe { std::slice::from_raw_parts_mut(map.cast::<*const c_char>(), slots) };
+    let exe = paths[4096..].as_ptr().cast::<c_char>();
+    list[0] = exe;
+    list[1] = egress_policy::EXEC_UNDER_LAYER.as_ptr();
+    list[2] = paths.as_ptr().cast();
+    // SAFETY: the caller's argv, as above.
+    for (slot, arg) in list[3..].iter_mut().zip(unsafe { entries(argv) }) {
+        *slot = arg;
+    }
+    // SAFETY: posix_spawn's C signature: a NUL-terminated path, a NULL-terminated argv (the
+    // last slot stays null) and the caller's other arguments.
+    let rc = match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWN) } {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(pid, exe, actions, attr, map.cast(), envp) },
+        None => libc::ENOSYS,
+    };
+    // SAFETY: our own mapping of `bytes` bytes, no longer used (the spawn returned).
+    unsafe { libc::munmap(map, bytes) };
+    rc
 }
 
 /// `why; more` in `buf` (cut to fit), as a str borrowed from it.
@@ -700,7 +831,7 @@ pub unsafe extern "C" fn execve(
     envp: *const *const c_char,
 ) -> c_int {
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv, false, CWD) };
+    let gate = unsafe { gate(path, false, argv, false, CWD, None) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -725,7 +856,7 @@ pub unsafe extern "C" fn execvpe(
     envp: *const *const c_char,
 ) -> c_int {
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv, false, CWD) };
+    let gate = unsafe { gate(file, true, argv, false, CWD, None) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -746,7 +877,7 @@ pub unsafe extern "C" fn execvpe(
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv, false, CWD) };
+    let gate = unsafe { gate(path, false, argv, false, CWD, None) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -768,7 +899,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv, false, CWD) };
+    let gate = unsafe { gate(file, true, argv, false, CWD, None) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -799,7 +930,7 @@ pub unsafe extern "C" fn fexecve(
     // The file behind the descriptor, by its /proc name, for the unguarded-program check.
     let gate = match descriptor_path(fd, b"", &mut path) {
         // SAFETY: path is NUL-terminated; argv is the caller's.
-        Some(()) => unsafe { gate(path.as_ptr().cast(), false, argv, false, CWD) },
+        Some(()) => unsafe { gate(path.as_ptr().cast(), false, argv, false, CWD, None) },
         None => Gate::Proceed,
     };
     if gate == Gate::Refuse {
@@ -864,7 +995,7 @@ pub unsafe extern "C" fn execveat(
             std::ptr::null()
         };
     // SAFETY: target is null or NUL-terminated; argv is the caller's.
-    let gate = unsafe { gate(target, false, argv, false, CWD) };
+    let gate = unsafe { gate(target, false, argv, false, CWD, None) };
     if gate == Gate::Refuse {
         set_errno(REFUSED_EXEC_ERRNO);
         return -1;
@@ -1058,8 +1189,18 @@ pub unsafe extern "C" fn posix_spawn(
 ) -> c_int {
     // SAFETY: the caller's file actions (null or initialised by posix_spawn_file_actions_init).
     let dir = unsafe { ChildDir::of(actions) };
+    let mut tramp = Scratch::<TrampolinePaths>::new();
     // SAFETY: the caller's path and argv.
-    let gate = unsafe { gate(path, false, argv.cast(), true, dir.at()) };
+    let gate = unsafe {
+        gate(
+            path,
+            false,
+            argv.cast(),
+            true,
+            dir.at(),
+            tramp.as_deref_mut(),
+        )
+    };
     drop(dir);
     if gate == Gate::Refuse {
         return REFUSED_EXEC_ERRNO;
@@ -1067,6 +1208,10 @@ pub unsafe extern "C" fn posix_spawn(
     // SAFETY: envp is the caller's environment array.
     let fixed = unsafe { env_for(gate, envp.cast()) };
     let envp = fixed.as_ref().map_or(envp, |e| e.envp().cast());
+    if let (Gate::Trampoline(_), Some(paths)) = (gate, tramp.as_deref()) {
+        // SAFETY: the caller's arguments, with a valid environment.
+        return unsafe { spawn_trampoline(pid, paths, actions, attr, argv.cast(), envp) };
+    }
     // SAFETY: posix_spawn's C signature, with the caller's arguments and a valid environment.
     let rc = match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWN) } {
         // SAFETY: as above.
@@ -1093,8 +1238,18 @@ pub unsafe extern "C" fn posix_spawnp(
 ) -> c_int {
     // SAFETY: the caller's file actions (null or initialised by posix_spawn_file_actions_init).
     let dir = unsafe { ChildDir::of(actions) };
+    let mut tramp = Scratch::<TrampolinePaths>::new();
     // SAFETY: the caller's file and argv.
-    let gate = unsafe { gate(file, true, argv.cast(), true, dir.at()) };
+    let gate = unsafe {
+        gate(
+            file,
+            true,
+            argv.cast(),
+            true,
+            dir.at(),
+            tramp.as_deref_mut(),
+        )
+    };
     drop(dir);
     if gate == Gate::Refuse {
         return REFUSED_EXEC_ERRNO;
@@ -1102,6 +1257,10 @@ pub unsafe extern "C" fn posix_spawnp(
     // SAFETY: envp is the caller's environment array.
     let fixed = unsafe { env_for(gate, envp.cast()) };
     let envp = fixed.as_ref().map_or(envp, |e| e.envp().cast());
+    if let (Gate::Trampoline(_), Some(paths)) = (gate, tramp.as_deref()) {
+        // SAFETY: the caller's arguments, with a valid environment.
+        return unsafe { spawn_trampoline(pid, paths, actions, attr, argv.cast(), envp) };
+    }
     // SAFETY: posix_spawnp's C signature, with the caller's arguments and a valid environment.
     let rc = match unsafe { real::func::<real::PosixSpawnFn>(&real::POSIX_SPAWNP) } {
         // SAFETY: as above.
@@ -1117,7 +1276,23 @@ pub unsafe extern "C" fn posix_spawnp(
 
 #[cfg(test)]
 mod tests {
-    use super::has_token;
+    use super::{has_token, trampoline_paths, TrampolinePaths};
+
+    #[test]
+    fn trampoline_paths_hold_the_target_and_a_launchers_executable() {
+        let mut paths: TrampolinePaths = [0xff; 8192];
+        assert!(trampoline_paths(
+            &mut paths,
+            b"/bin/x\0",
+            std::process::id()
+        ));
+        assert_eq!(&paths[..7], b"/bin/x\0");
+        let exe = std::env::current_exe().unwrap();
+        let end = paths[4096..].iter().position(|b| *b == 0).unwrap();
+        assert_eq!(&paths[4096..4096 + end], exe.as_os_str().as_encoded_bytes());
+        // No such process: no executable to spawn.
+        assert!(!trampoline_paths(&mut paths, b"/bin/x\0", u32::MAX));
+    }
 
     #[test]
     fn preload_lists_split_on_colons_and_spaces() {
