@@ -109,15 +109,9 @@ fn connect(loc: &Locator) -> Option<Fd> {
         return None;
     }
     let fd = Fd(fd);
-    // SAFETY: an all-zero sockaddr_un is valid; family and an abstract name are filled in.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let mut name = [0u8; 64];
     let n = loc.kernel_socket_name(&mut name);
-    for (dst, src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
-        *dst = *src as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+    let (addr, len) = crate::sock::abstract_addr(&name[..n]);
     // SAFETY: ConnectFn is connect's C signature.
     let connect = unsafe { real::func::<real::ConnectFn>(&real::CONNECT) }?;
     // SAFETY: the real connect with a valid sockaddr_un of `len` bytes.
