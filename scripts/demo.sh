@@ -37,3 +37,9 @@ set -e
 
 step "cat $work/audit.jsonl   # the audit run's JSON-lines report"
 cat "$work/audit.jsonl"
+
+step "egress-run report $work/audit.jsonl   # the same report, read back as a table"
+"$bin" report "$work/audit.jsonl"
+
+step "egress-run suggest $work/audit.jsonl   # an allow file that lets the block run pass"
+"$bin" suggest "$work/audit.jsonl"
