@@ -705,3 +705,38 @@ def no_network_prefix():
 def token():
     """A payload/path no other test uses."""
     return "t-" + uuid.uuid4().hex
+
+
+# ---- helpers shared by the tests of guarded and unguarded programs
+
+
+def unguarded_lines(res):
+    """The report's `process` lines of programs that ran (or were refused) unguarded."""
+    return [p for p in res.lines("process") if p["guarded"] is False]
+
+
+def layered_lines(res):
+    """The report's `process` lines of programs run under the kernel layer."""
+    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
+
+
+def assert_guarded_connect(res, port, exe=None):
+    """The run exited 0, nothing ran unguarded, and the program's allowed loopback connect to
+    `port` (printed as "connect 0" by progs/lconnect.c) is in the report."""
+    assert res.returncode == 0, res.describe()
+    assert "connect 0" in res.stdout, res.describe()
+    assert unguarded_lines(res) == [], res.describe()
+    lines = res.attempts("connect", addr="127.0.0.1", port=port, decision="allow")
+    assert lines, "the connect was not recorded: the program ran unguarded\n" + res.describe()
+    if exe is not None:
+        assert any(l["exe"] == str(exe) for l in lines), res.describe()
+
+
+# Python code that runs its arguments as a child and prints the child's output and status
+# (RUN_CHILD_SCRUBBED: with an empty environment).
+RUN_CHILD = ("import subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "print(r.stdout.strip(), 'status', r.returncode)\n"
+             "sys.stderr.write(r.stderr)\n")
+
+RUN_CHILD_SCRUBBED = RUN_CHILD.replace("text=True)", "text=True, env={})")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROGS, finish, guarded_env, load_report, spawn
+from conftest import PROGS, finish, guarded_env, layered_lines, load_report, spawn, unguarded_lines
 
 EACCES = 13
 HELLO = '#include <stdio.h>\nint main(void){puts("unguarded ran");return 0;}\n'
@@ -37,14 +37,6 @@ def static_prog(build_dir):
 @pytest.fixture(scope="module")
 def dynamic_prog(build_dir):
     return _cc(build_dir, "gate-dynamic", ["-O1"])
-
-
-def unguarded_lines(res):
-    return [p for p in res.lines("process") if p["guarded"] is False]
-
-
-def layered_lines(res):
-    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
 
 
 # ---- posix_spawn after a file action that changes the child's working directory

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROGS, py
+from conftest import PROGS, RUN_CHILD, RUN_CHILD_SCRUBBED, assert_guarded_connect, py, unguarded_lines
 
 EACCES = 13
 LOADER = Path("/lib64/ld-linux-x86-64.so.2")
@@ -64,28 +64,6 @@ def setuid_root(build_dir):
 @pytest.fixture(scope="module")
 def setuid_nobody(build_dir):
     return _setuid_copy(build_dir, "lconnect-setuid-nobody", 65534)
-
-
-def unguarded_lines(res):
-    return [p for p in res.lines("process") if p["guarded"] is False]
-
-
-def assert_guarded_connect(res, port, exe=None):
-    assert res.returncode == 0, res.describe()
-    assert "connect 0" in res.stdout, res.describe()
-    assert unguarded_lines(res) == [], res.describe()
-    lines = res.attempts("connect", addr="127.0.0.1", port=port, decision="allow")
-    assert lines, "the connect was not recorded: the program ran unguarded\n" + res.describe()
-    if exe is not None:
-        assert any(l["exe"] == str(exe) for l in lines), res.describe()
-
-
-RUN_CHILD = ("import subprocess, sys\n"
-             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-             "print(r.stdout.strip(), 'status', r.returncode)\n"
-             "sys.stderr.write(r.stderr)\n")
-
-RUN_CHILD_SCRUBBED = RUN_CHILD.replace("text=True)", "text=True, env={})")
 
 
 # ---- secure execution, decided by credentials

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import PROGS, PYTHON, py
+from conftest import PROGS, PYTHON, RUN_CHILD, RUN_CHILD_SCRUBBED, assert_guarded_connect, py
 
 
 def _build(build_dir, name, flags):
@@ -32,28 +32,6 @@ def asan_prog(build_dir):
     return prog
 
 
-def unguarded_lines(res):
-    return [p for p in res.lines("process") if p["guarded"] is False]
-
-
-def assert_guarded_connect(res, port, exe=None):
-    assert res.returncode == 0, res.describe()
-    assert "connect 0" in res.stdout, res.describe()
-    assert unguarded_lines(res) == [], res.describe()
-    lines = res.attempts("connect", addr="127.0.0.1", port=port, decision="allow")
-    assert lines, "the connect was not recorded: the program ran unguarded\n" + res.describe()
-    if exe is not None:
-        assert any(l["exe"] == str(exe) for l in lines), res.describe()
-
-
-RUN_CHILD = ("import subprocess, sys\n"
-             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-             "print(r.stdout.strip(), 'status', r.returncode)\n"
-             "sys.stderr.write(r.stderr)\n")
-
-RUN_CHILD_SCRUBBED = RUN_CHILD.replace("text=True)", "text=True, env={})")
-
-
 def test_asan_program_runs_guarded(asan_prog, loopback, run_guarded):
     res = run_guarded(["--allow", "loopback"], [asan_prog, loopback.tcp1.port])
     assert "ASan runtime does not come first" not in res.stderr, res.describe()
@@ -67,7 +45,6 @@ def test_asan_program_started_by_a_guarded_parent(how, asan_prog, loopback, run_
     assert "ASan runtime does not come first" not in res.stderr, res.describe()
     assert "connect 0 status 0" in res.stdout, res.describe()
     assert_guarded_connect(res, loopback.tcp1.port, asan_prog)
-
 
 
 EXEC_C = """#include <stdio.h>

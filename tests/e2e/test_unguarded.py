@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, py
+from conftest import PYTHON, layered_lines, py, unguarded_lines
 
 EACCES = 13
 HELLO = '#include <stdio.h>\nint main(void){puts("unguarded ran");return 0;}\n'
@@ -79,14 +79,6 @@ LAYERED = {
     "musl": ("musl_prog", "musl"),
     "script-with-static-interpreter": ("static_interp_script", "statically linked"),
 }
-
-
-def layered_lines(res):
-    return [p for p in res.lines("process") if p.get("layer") == "kernel"]
-
-
-def unguarded_lines(res):
-    return [p for p in res.lines("process") if p["guarded"] is False]
 
 
 @pytest.mark.parametrize("kind", KINDS)
