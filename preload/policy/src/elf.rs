@@ -419,23 +419,13 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
         return out;
     };
     let count = (dyn_size / 16).min(MAX_DYNAMIC);
-    // Entries are read 16 at a time (one pread each beyond the first page).
-    let mut chunk = [0u8; 256];
     let mut strtab = None;
-    for i in 0..count {
-        let at = (i % 16 * 16) as usize;
-        if at == 0 {
-            let want = ((count - i).min(16) * 16) as usize;
-            if read_at(dyn_off.saturating_add(i * 16), &mut chunk[..want]) < want {
-                return out;
-            }
+    each_dynamic(read_at, dyn_off, count, &mut |_, tag, value| {
+        if tag == DT_STRTAB {
+            strtab = Some(value);
         }
-        match u64_at(&chunk, at) {
-            DT_NULL => break,
-            DT_STRTAB => strtab = Some(u64_at(&chunk, at + 8)),
-            _ => {}
-        }
-    }
+        true
+    });
     let Some(strtab) = strtab else {
         return out;
     };
@@ -459,32 +449,50 @@ pub fn needed_runtime(read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runti
     let Some(str_off) = str_off else {
         return out;
     };
+    each_dynamic(read_at, dyn_off, count, &mut |read_at, tag, value| {
+        if tag != DT_NEEDED {
+            return true;
+        }
+        let mut name = [0u8; 48];
+        let n = read_at(str_off.saturating_add(value), &mut name);
+        let Some(len) = name[..n].iter().position(|&b| b == 0) else {
+            return true;
+        };
+        if len > 0 && is_first_runtime(&name[..len]) {
+            out.name[..len].copy_from_slice(&name[..len]);
+            out.len = len;
+            return false;
+        }
+        true
+    });
+    out
+}
+
+/// Reads a file's bytes at an offset; returns how many it read.
+type ReadAt<'a> = dyn FnMut(u64, &mut [u8]) -> usize + 'a;
+
+/// Calls `f(read_at, tag, value)` for the `count` dynamic entries at `dyn_off`, read 16 at a
+/// time (one read each), until `DT_NULL`, a short read, or `f` returns false.
+fn each_dynamic(
+    read_at: &mut ReadAt,
+    dyn_off: u64,
+    count: u64,
+    f: &mut dyn FnMut(&mut ReadAt, u64, u64) -> bool,
+) {
+    let mut chunk = [0u8; 256];
     for i in 0..count {
         let at = (i % 16 * 16) as usize;
         if at == 0 {
             let want = ((count - i).min(16) * 16) as usize;
             if read_at(dyn_off.saturating_add(i * 16), &mut chunk[..want]) < want {
-                return out;
+                return;
             }
         }
-        match u64_at(&chunk, at) {
-            DT_NULL => break,
-            DT_NEEDED => {
-                let mut name = [0u8; 48];
-                let n = read_at(str_off.saturating_add(u64_at(&chunk, at + 8)), &mut name);
-                let Some(len) = name[..n].iter().position(|&b| b == 0) else {
-                    continue;
-                };
-                if len > 0 && is_first_runtime(&name[..len]) {
-                    out.name[..len].copy_from_slice(&name[..len]);
-                    out.len = len;
-                    return out;
-                }
-            }
-            _ => {}
+        let tag = u64_at(&chunk, at);
+        if tag == DT_NULL || !f(read_at, tag, u64_at(&chunk, at + 8)) {
+            return;
         }
     }
-    out
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
